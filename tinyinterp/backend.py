@@ -1,0 +1,81 @@
+"""The one place that knows NumPy from CuPy.
+
+Every array operation in tinyinterp asks the data which module to use::
+
+    xp = get_array_module(x)     # numpy for numpy arrays, cupy for cupy arrays
+    y = xp.maximum(x, 0)
+
+so one code path runs on the CPU and on a GPU. CuPy is optional: it is imported here,
+inside ``try``, and nowhere else.
+
+dtype rule: float32 is the default; float64 is kept where the input is float64
+(gradient checks run in float64). Nothing silently widens float32 to float64.
+"""
+import numpy as np
+
+try:  # CuPy is the optional GPU extra; any import failure means "no GPU backend".
+    import cupy as _cupy
+except Exception:  # pragma: no cover - depends on the machine
+    _cupy = None
+
+DEFAULT_DTYPE = np.float32
+
+
+def gpu_available():
+    """True when CuPy imports and sees at least one CUDA device."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    if _cupy is not None:
+        return _cupy.get_array_module(*arrays)
+    return np
+
+
+def is_gpu_array(a):
+    return _cupy is not None and isinstance(a, _cupy.ndarray)
+
+
+def to_numpy(a):
+    """A NumPy copy (or view) of ``a``, wherever ``a`` lives. Scalars pass through numpy."""
+    if is_gpu_array(a):
+        return _cupy.asnumpy(a)
+    return np.asarray(a)
+
+
+def device_module(device):
+    """The array module for ``device`` ("cpu" or "gpu")."""
+    if device == "cpu":
+        return np
+    if device == "gpu":
+        if not gpu_available():
+            raise RuntimeError(
+                "device 'gpu' asked for, but CuPy or a CUDA device is missing; "
+                "install the gpu extra (see README, GPU) or use device='cpu'"
+            )
+        return _cupy
+    raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+
+
+def to_device(a, device):
+    """Move ``a`` to ``device`` ("cpu" or "gpu"); a no-op when it is already there."""
+    xp = device_module(device)
+    if xp is np:
+        return to_numpy(a)
+    return _cupy.asarray(a)
+
+
+def device_of(a):
+    """"gpu" for a CuPy array, else "cpu"."""
+    return "gpu" if is_gpu_array(a) else "cpu"
+
+
+def float_dtype(a):
+    """The float dtype computation on ``a`` should use: float64 stays, all else float32."""
+    return np.float64 if a.dtype == np.float64 else DEFAULT_DTYPE
