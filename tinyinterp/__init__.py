@@ -1,9 +1,37 @@
-"""tinyinterp: Interpretable CNNs (Zhang, Wu, Zhu, CVPR 2018) in NumPy/CuPy, from scratch."""
+"""tinyinterp: Interpretable CNNs (Zhang, Wu, Zhu, CVPR 2018) in NumPy/CuPy, from scratch.
+
+Lessons and users import everything from here: ``import tinyinterp as ti``.
+"""
 from .backend import (
+    device_of,
     get_array_module,
     gpu_available,
+    host_rng,
     to_device,
     to_numpy,
 )
+from .checkpoint import load_checkpoint, save_checkpoint
+from .gradcheck import GradcheckResult, check_layer, check_loss, numerical_gradient, relative_error
+from .im2col import col2im, conv_out_size, im2col
+from .layers import (
+    Conv2d,
+    Dropout,
+    Flatten,
+    Layer,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    conv2d_backward,
+    conv2d_forward,
+    conv2d_naive,
+    linear_backward,
+    linear_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+    maxpool2d_naive,
+)
+from .losses import LogisticLoss, SoftmaxCrossEntropy, log_softmax
+from .model import Sequential
+from .optim import SGD
 
 __version__ = "0.1.0"

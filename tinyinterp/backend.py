@@ -79,3 +79,31 @@ def device_of(a):
 def float_dtype(a):
     """The float dtype computation on ``a`` should use: float64 stays, all else float32."""
     return np.float64 if a.dtype == np.float64 else DEFAULT_DTYPE
+
+
+# ---- host random numbers ----
+# Initial weights and dropout masks are drawn on the host from a seeded NumPy Generator
+# and then moved to the data's device. That makes a run reproducible bit for bit across
+# CPU and GPU, and the generator's state is a plain dict that a checkpoint can hold.
+
+def host_rng(seed_or_rng=0):
+    """A NumPy Generator: ``seed_or_rng`` is an int seed or an existing Generator."""
+    if isinstance(seed_or_rng, np.random.Generator):
+        return seed_or_rng
+    return np.random.default_rng(seed_or_rng)
+
+
+def he_normal(rng, shape, fan_in, dtype=DEFAULT_DTYPE):
+    """He (Kaiming) initialisation: N(0, 2 / fan_in), suited to ReLU nets (NumPy array)."""
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+def host_zeros(shape, dtype=DEFAULT_DTYPE):
+    """Zeros on the host (initial biases)."""
+    return np.zeros(shape, dtype=dtype)
+
+
+def random_uniform_like(rng, like):
+    """U[0, 1) of ``like``'s shape and dtype, drawn on the host, on ``like``'s device."""
+    u = rng.random(like.shape).astype(like.dtype)
+    return to_device(u, device_of(like))

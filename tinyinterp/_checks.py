@@ -1,0 +1,32 @@
+"""Input checks shared by layers and losses: clear errors instead of silent broadcasting."""
+from .backend import get_array_module
+
+
+def check_array(owner, x, ndim, what="input"):
+    """Raise ValueError unless ``x`` is a floating array with ``ndim`` dimensions."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ValueError(f"{owner}: {what} must be an array, got {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(
+            f"{owner}: expected a {ndim}-D {what}, got shape {tuple(x.shape)}"
+        )
+    if x.dtype.kind != "f":
+        raise ValueError(
+            f"{owner}: {what} must be float32 or float64, got dtype {x.dtype}"
+        )
+
+
+def check_channels(owner, x, channels, axis=1):
+    if x.shape[axis] != channels:
+        expected = list(x.shape)
+        expected[axis] = channels
+        raise ValueError(
+            f"{owner}: expected {channels} channels, i.e. shape {tuple(expected)}, "
+            f"got shape {tuple(x.shape)}"
+        )
+
+
+def check_finite(owner, x, what="input"):
+    xp = get_array_module(x)
+    if not bool(xp.isfinite(x).all()):
+        raise ValueError(f"{owner}: {what} contains NaN or inf (shape {tuple(x.shape)})")

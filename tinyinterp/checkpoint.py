@@ -1,0 +1,65 @@
+"""Checkpoints: plain .npz files, written atomically, read without pickle.
+
+A checkpoint is a flat dict of named arrays plus a JSON-able ``meta`` dict (config,
+epoch, RNG states...). ``meta`` is stored as a unicode string array, which NumPy reads
+back with ``allow_pickle=False``.
+"""
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .backend import to_numpy
+
+META_KEY = "__meta__"
+
+
+def save_checkpoint(path, arrays, meta=None):
+    """Write ``arrays`` (name -> array) and ``meta`` to ``path`` atomically.
+
+    The data goes to a temporary file in the same folder, is flushed to disk, and is
+    then renamed over ``path``: a crash leaves either the old file or the new one,
+    never half of one.
+    """
+    path = os.fspath(path)
+    if META_KEY in arrays:
+        raise ValueError(f"save_checkpoint: {META_KEY!r} is a reserved name")
+    payload = {k: to_numpy(v) for k, v in arrays.items()}
+    payload[META_KEY] = np.array(json.dumps(meta or {}))
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by :func:`save_checkpoint` -> (arrays, meta).
+
+    Raises ValueError, naming the file, if it is truncated, corrupt or not a checkpoint.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise ValueError(f"checkpoint {path} is truncated or corrupt: {e}") from None
+    if META_KEY not in arrays:
+        raise ValueError(f"checkpoint {path} has no {META_KEY!r} entry: not a tinyinterp checkpoint")
+    try:
+        meta = json.loads(str(arrays.pop(META_KEY)))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint {path} has unreadable metadata: {e}") from None
+    return arrays, meta

@@ -1,0 +1,321 @@
+"""Layers: each a pair of pure functions wrapped by a thin class.
+
+The functional core::
+
+    y, cache = conv2d_forward(x, weight, bias, stride, pad)
+    dx, dweight, dbias = conv2d_backward(dout, cache)
+
+and the layer object that holds parameters and the cache::
+
+    layer = Conv2d(3, 8, 3, padding=1)
+    y = layer.forward(x)          # caches what backward needs
+    dx = layer.backward(dout)     # returns dL/dx, *sets* layer.grads["W"], ["b"]
+
+Contract for every layer: ``params`` and ``grads`` are dicts with the same keys;
+backward never changes ``dout`` and returns fresh arrays in the input's dtype.
+Shapes are (N, C, H, W) for images and feature maps (notation in im2col.py).
+"""
+from .backend import get_array_module, he_normal, host_rng, host_zeros, random_uniform_like, to_device
+from ._checks import check_array, check_channels
+from .im2col import col2im, conv_out_size, im2col, pair
+
+
+class Layer:
+    """Base class: parameters, gradients, train/eval mode and device moves."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}  # non-trained state that a checkpoint must keep
+        self.training = True
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def train(self, mode=True):
+        self.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device):
+        """Move parameters and buffers to "cpu" or "gpu" (build the optimiser after this)."""
+        for d in (self.params, self.buffers):
+            for k in d:
+                d[k] = to_device(d[k], device)
+        self.grads = {}
+        return self
+
+    def astype(self, dtype):
+        """Cast parameters (e.g. to float64 for gradient checks)."""
+        for k in self.params:
+            self.params[k] = self.params[k].astype(dtype)
+        self.grads = {}
+        return self
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+# ---- convolution ----
+
+def conv2d_forward(x, weight, bias, stride=1, pad=0):
+    """y[n, o] = sum_c x_pad[n, c] (*) weight[o, c] + bias[o], as one matrix product.
+
+    Args:
+        x: (N, C, H, W). weight: (OC, C, KH, KW). bias: (OC,).
+    Returns:
+        y: (N, OC, OH, OW) and the cache for :func:`conv2d_backward`.
+    """
+    N, C, H, W = x.shape
+    OC, _, KH, KW = weight.shape
+    SH, SW = pair(stride)
+    PH, PW = pair(pad)
+    OH, OW = conv_out_size(H, KH, SH, PH), conv_out_size(W, KW, SW, PW)
+    col = im2col(x.transpose(1, 0, 2, 3), KH, KW, SH, SW, PH, PW)  # (KH, KW, C, N, OH, OW)
+    col = col.reshape(KH * KW * C, N * OH * OW)
+    # weight rows in the same (i, j, c) order as col's rows
+    w2d = weight.transpose(0, 2, 3, 1).reshape(OC, KH * KW * C)
+    y = w2d @ col + bias[:, None]  # (OC, N*OH*OW)
+    y = y.reshape(OC, N, OH, OW).transpose(1, 0, 2, 3)  # (N, OC, OH, OW)
+    # col is cached (memory for speed): dweight needs it, and recomputing it costs a pass
+    cache = (x.shape, weight.shape, col, w2d, (SH, SW), (PH, PW))
+    return y, cache
+
+
+def conv2d_backward(dout, cache):
+    """Gradients of conv2d_forward. dout: (N, OC, OH, OW) -> (dx, dweight, dbias)."""
+    x_shape, w_shape, col, w2d, (SH, SW), (PH, PW) = cache
+    N, C, H, W = x_shape
+    OC, _, KH, KW = w_shape
+    OH, OW = dout.shape[2:]
+    dy = dout.transpose(1, 0, 2, 3).reshape(OC, N * OH * OW)
+    dbias = dy.sum(axis=1)
+    dweight = (dy @ col.T).reshape(OC, KH, KW, C).transpose(0, 3, 1, 2)  # (OC, C, KH, KW)
+    dcol = (w2d.T @ dy).reshape(KH, KW, C, N, OH, OW)
+    dx = col2im(dcol, (C, N, H, W), SH, SW, PH, PW).transpose(1, 0, 2, 3)  # (N, C, H, W)
+    xp = get_array_module(dout)
+    return xp.ascontiguousarray(dx), xp.ascontiguousarray(dweight), dbias
+
+
+def conv2d_naive(x, weight, bias, stride=1, pad=0):
+    """The same convolution by explicit loops: reads like the math, used as a test oracle."""
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    OC, _, KH, KW = weight.shape
+    SH, SW = pair(stride)
+    PH, PW = pair(pad)
+    OH, OW = conv_out_size(H, KH, SH, PH), conv_out_size(W, KW, SW, PW)
+    xpad = xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    y = xp.zeros((N, OC, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for o in range(OC):
+            for i in range(OH):
+                for j in range(OW):
+                    window = xpad[n, :, i * SH:i * SH + KH, j * SW:j * SW + KW]
+                    y[n, o, i, j] = (window * weight[o]).sum() + bias[o]
+    return y
+
+
+class Conv2d(Layer):
+    """2-D convolution with params W (OC, C, KH, KW) and b (OC,); He-initialised."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, rng=0):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = pair(kernel_size), pair(stride), pair(padding)
+        KH, KW = self.kernel_size
+        rng = host_rng(rng)
+        self.params["W"] = he_normal(rng, (out_channels, in_channels, KH, KW), in_channels * KH * KW)
+        self.params["b"] = host_zeros((out_channels,))
+        self.cache = None
+
+    def forward(self, x):
+        name = repr(self)
+        check_array(name, x, 4)
+        check_channels(name, x, self.in_channels)
+        (KH, KW), (PH, PW) = self.kernel_size, self.padding
+        H, W = x.shape[2] + 2 * PH, x.shape[3] + 2 * PW
+        if KH > H or KW > W:
+            raise ValueError(
+                f"{name}: kernel {KH}x{KW} is larger than the padded input {H}x{W} "
+                f"(input shape {tuple(x.shape)})"
+            )
+        y, self.cache = conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.padding)
+        return y
+
+    def backward(self, dout):
+        dx, self.grads["W"], self.grads["b"] = conv2d_backward(dout, self.cache)
+        return dx
+
+    def __repr__(self):
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding})")
+
+
+# ---- max-pooling ----
+
+def maxpool2d_forward(x, kernel_size, stride=None, pad=0):
+    """y[n, c, i, j] = max over the window; padding never wins (it is -inf).
+
+    Returns y (N, C, OH, OW) and a cache holding the argmax inside each window
+    (ties go to the first element in row-major window order).
+    """
+    N, C, H, W = x.shape
+    KH, KW = pair(kernel_size)
+    SH, SW = pair(kernel_size if stride is None else stride)
+    PH, PW = pair(pad)
+    col = im2col(x, KH, KW, SH, SW, PH, PW, fill=-float("inf"))  # (KH, KW, N, C, OH, OW)
+    col = col.reshape(KH * KW, *col.shape[2:])
+    arg = col.argmax(axis=0)  # (N, C, OH, OW): all that backward needs
+    y = col.max(axis=0)
+    return y, (x.shape, arg, (KH, KW), (SH, SW), (PH, PW))
+
+
+def maxpool2d_backward(dout, cache):
+    """Route each dout entry to the window element that was the max."""
+    xp = get_array_module(dout)
+    x_shape, arg, (KH, KW), (SH, SW), (PH, PW) = cache
+    k = xp.arange(KH * KW).reshape(-1, 1, 1, 1, 1)
+    dcol = (k == arg[None]) * dout[None]  # (KH*KW, N, C, OH, OW), one winner per window
+    dcol = dcol.astype(dout.dtype, copy=False).reshape(KH, KW, *dout.shape)
+    return col2im(dcol, x_shape, SH, SW, PH, PW)
+
+
+def maxpool2d_naive(x, kernel_size, stride=None, pad=0):
+    """Max-pooling by explicit loops (test oracle)."""
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    KH, KW = pair(kernel_size)
+    SH, SW = pair(kernel_size if stride is None else stride)
+    PH, PW = pair(pad)
+    OH, OW = conv_out_size(H, KH, SH, PH), conv_out_size(W, KW, SW, PW)
+    xpad = xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), constant_values=-float("inf"))
+    y = xp.empty((N, C, OH, OW), dtype=x.dtype)
+    for i in range(OH):
+        for j in range(OW):
+            y[:, :, i, j] = xpad[:, :, i * SH:i * SH + KH, j * SW:j * SW + KW].max(axis=(2, 3))
+    return y
+
+
+class MaxPool2d(Layer):
+    """Max-pooling; stride defaults to the kernel size; padding at most half the kernel."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = pair(kernel_size)
+        self.stride = pair(kernel_size if stride is None else stride)
+        self.padding = pair(padding)
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            # a window made only of padding would have no input to take the max of
+            raise ValueError(f"{self!r}: padding must be at most half the kernel size")
+        self.cache = None
+
+    def forward(self, x):
+        check_array(repr(self), x, 4)
+        (KH, KW), (PH, PW) = self.kernel_size, self.padding
+        if KH > x.shape[2] + 2 * PH or KW > x.shape[3] + 2 * PW:
+            raise ValueError(f"{self!r}: kernel larger than the padded input {tuple(x.shape)}")
+        y, self.cache = maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        return y
+
+    def backward(self, dout):
+        return maxpool2d_backward(dout, self.cache)
+
+    def __repr__(self):
+        return f"MaxPool2d(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding})"
+
+
+# ---- element-wise and shape layers ----
+
+class ReLU(Layer):
+    """y = max(x, 0)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.mask = x > 0  # all that backward needs
+        return xp.maximum(x, 0)
+
+    def backward(self, dout):
+        return dout * self.mask  # a fresh array; dout untouched
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, prod(...))."""
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self.input_shape)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability p and scale the rest
+    by 1/(1-p), so eval mode is the identity. Masks come from a seeded host generator."""
+
+    def __init__(self, p=0.5, rng=0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+        self.rng = host_rng(rng)
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self.mask = None
+            return x
+        keep = random_uniform_like(self.rng, x) >= self.p
+        self.mask = keep.astype(x.dtype) / x.dtype.type(1.0 - self.p)
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout if self.mask is None else dout * self.mask
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
+
+
+# ---- fully connected ----
+
+def linear_forward(x, weight, bias):
+    """y = x @ weight + bias. x: (N, in), weight: (in, out), bias: (out,)."""
+    return x @ weight + bias, (x, weight)
+
+
+def linear_backward(dout, cache):
+    x, weight = cache
+    return dout @ weight.T, x.T @ dout, dout.sum(axis=0)
+
+
+class Linear(Layer):
+    """Fully connected layer with params W (in, out) and b (out,); He-initialised."""
+
+    def __init__(self, in_features, out_features, rng=0):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        rng = host_rng(rng)
+        self.params["W"] = he_normal(rng, (in_features, out_features), in_features)
+        self.params["b"] = host_zeros((out_features,))
+        self.cache = None
+
+    def forward(self, x):
+        check_array(repr(self), x, 2)
+        check_channels(repr(self), x, self.in_features)
+        y, self.cache = linear_forward(x, self.params["W"], self.params["b"])
+        return y
+
+    def backward(self, dout):
+        dx, self.grads["W"], self.grads["b"] = linear_backward(dout, self.cache)
+        return dx
+
+    def __repr__(self):
+        return f"Linear({self.in_features}, {self.out_features})"

@@ -1,0 +1,104 @@
+"""Sequential: a list of layers run forward in order and backward in reverse."""
+from .backend import get_array_module, to_numpy
+from .checkpoint import load_checkpoint, save_checkpoint
+
+
+class Sequential:
+    """Chain of layers. Parameters are exposed as one flat dict keyed "index.name"
+    (e.g. "0.W", "0.b", "3.W"), the same keys in ``params()``, ``grads()`` and
+    ``state_dict()``."""
+
+    def __init__(self, *layers):
+        self.layers = list(layers)
+        self.training = True
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def train(self, mode=True):
+        self.training = mode
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device):
+        for layer in self.layers:
+            layer.to(device)
+        return self
+
+    def astype(self, dtype):
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    def _flat(self, attr):
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers)
+                for k, v in getattr(layer, attr).items()}
+
+    def params(self):
+        """The live parameter arrays (updating them in place updates the model)."""
+        return self._flat("params")
+
+    def grads(self):
+        return self._flat("grads")
+
+    def state_dict(self):
+        """NumPy copies of every parameter and buffer."""
+        state = self._flat("params")
+        state.update(self._flat("buffers"))
+        return {k: to_numpy(v).copy() for k, v in state.items()}
+
+    def load_state_dict(self, state):
+        """Copy ``state`` into the model in place; refuse unless keys and shapes match."""
+        targets = self._flat("params")
+        targets.update(self._flat("buffers"))
+        missing = sorted(set(targets) - set(state))
+        unexpected = sorted(set(state) - set(targets))
+        wrong = [f"{k}: model {tuple(targets[k].shape)}, given {tuple(state[k].shape)}"
+                 for k in sorted(set(targets) & set(state))
+                 if tuple(targets[k].shape) != tuple(state[k].shape)]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                "load_state_dict: state does not match the model"
+                + (f"; missing keys {missing}" if missing else "")
+                + (f"; unexpected keys {unexpected}" if unexpected else "")
+                + (f"; shape mismatch {wrong}" if wrong else "")
+            )
+        for k, target in targets.items():
+            xp = get_array_module(target)
+            target[...] = xp.asarray(state[k], dtype=target.dtype)
+
+    def save(self, path, meta=None):
+        """Atomic .npz checkpoint of ``state_dict()`` (see checkpoint.py)."""
+        save_checkpoint(path, self.state_dict(), meta)
+
+    def load(self, path):
+        """Load weights saved by :meth:`save`; returns the checkpoint's meta dict."""
+        arrays, meta = load_checkpoint(path)
+        self.load_state_dict(arrays)
+        return meta
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"
