@@ -1,0 +1,17 @@
+"""Data: the CUB-200-2011 layout reader and a seeded toy-bird generator in that layout.
+
+Everything returned is NumPy; callers move batches to the GPU themselves.
+"""
+from .cub import PART_NAMES, CubDataset, CubFormatError, load_cub
+
+__all__ = ["load_cub", "CubDataset", "generate_toy_birds", "PART_NAMES", "CubFormatError"]
+
+
+def __getattr__(name):
+    # Imported lazily so `python -m tinyinterp.data.toy_birds` does not find its own module
+    # half-imported through this package (runpy warns about that).
+    if name == "generate_toy_birds":
+        from .toy_birds import generate_toy_birds
+
+        return generate_toy_birds
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
