@@ -1,0 +1,140 @@
+"""TemplateMask: the forward-pass mask of an interpretable filter (paper Sec. 3, Fig. 2).
+
+For each feature map x (n x n, after ReLU) the layer picks the part position mu_hat and
+multiplies x by a non-negative L1 "diamond" centred there, so that the next layer only
+sees activation around the part. Shapes: (B, F, n, n) in and out.
+
+Two ways to pick mu_hat:
+
+- ``mode="argmax"`` (the paper, Sec. 3): mu_hat = argmax_ij x_ij, ties to the first
+  index in row-major order; the mask is max(T_mu_hat / tau, 0), i.e.
+  max(1 - beta * ||[i,j] - mu_hat||_1 / n, 0): the template's *shape*, peak 1
+  (docs/paper.md Decisions 4).
+- ``mode="centroid"`` (the authors' released code, not the paper: getMu.m with
+  IsUseMax=false, getMask.m): mu_hat is the activation-weighted centroid rounded to the
+  grid, and the mask is max(m, 0) with m = max(1 - beta_c * (|u - mu_u| + |v - mu_v|), -1)
+  on linspace(-1, 1, n) coordinates u, v. One grid step is 2 / (n - 1) there, so in cell
+  units m = max(1 - (2 beta_c / (n - 1)) ||.||_1, -1): beta_c = 2 is the paper's
+  beta = 4 n / (n - 1), about 4 (4.57 at n = 8; docs/paper.md Sec. 2.2 writes the inverse
+  factor). The code learns beta_c per channel; here it is fixed.
+
+Why the shape and not the literal x * T_mu_hat: the paper writes x_masked =
+max(x o T_mu_hat, 0) with T's values scaled by tau = 0.5 / n^2. Multiplying by tau
+shrinks every activation about 2 n^2 times (128x at n = 8) and starves the next layer
+of signal; the authors' code applies the tau-free mask, and so do we.
+
+The mask is held constant in backward: mu_hat is a discrete choice, so no gradient
+flows through it (docs/paper.md Decisions 4, Sec. 2.3 step 1).
+"""
+import numpy as np
+
+from ._checks import check_array
+from .backend import get_array_module
+from .layers import Layer
+from .templates import BETA, templates
+
+BETA_CENTROID = 2.0  # initial per-channel slope "alphaInit" in add_block_mask.m (authors' code)
+CENTROID_SUM_FLOOR = 1e-9  # sumX = max(sum(x), 0.000000001), getMu.m (authors' code)
+MODES = ("argmax", "centroid")
+
+
+# ---- the paper: argmax position, template shape ----
+
+def argmax_positions(x):
+    """mu_hat = argmax_ij x_ij per map, as the flat index k = i*n + j (first on ties).
+
+    Args: x (B, F, n, n). Returns: (B, F) integer array.
+    """
+    B, F, n, _ = x.shape
+    return x.reshape(B, F, n * n).argmax(axis=2)
+
+
+def template_shape(mu_hat, n, beta=BETA, like=None):
+    """T_mu_hat / tau = max(1 - beta * ||[i,j] - mu_hat||_1 / n, -1), values in [-1, 1].
+
+    Args: mu_hat (B, F) flat indices; ``like`` fixes module and dtype.
+    Returns: (B, F, n, n), the signed template shape at each map's mu_hat.
+    """
+    shapes = templates(n, tau=1.0, beta=beta, like=like)  # tau = 1: the shape exactly
+    return shapes[mu_hat]
+
+
+# ---- the authors' code: centroid position, mask on [-1, 1] coordinates ----
+
+def centroid_positions(x):
+    """Activation-weighted centroid, rounded to the grid (authors' getMu.m).
+
+    Rounding is MATLAB's round (half away from zero); the centroid is >= 0, so that is
+    floor(c + 0.5). An all-zero map gives centroid 0, i.e. the corner (0, 0), as in the
+    code.
+
+    Args: x (B, F, n, n). Returns: (B, F) flat indices k = i*n + j.
+    """
+    xp = get_array_module(x)
+    B, F, n, _ = x.shape
+    grid = xp.arange(n, dtype=x.dtype)
+    total = xp.maximum(x.sum(axis=(2, 3)), CENTROID_SUM_FLOOR)  # (B, F)
+    ci = (x.sum(axis=3) * grid).sum(axis=2) / total  # row centroid (B, F)
+    cj = (x.sum(axis=2) * grid).sum(axis=2) / total  # column centroid (B, F)
+    mu_i = xp.clip(xp.floor(ci + 0.5), 0, n - 1).astype(np.int64)
+    mu_j = xp.clip(xp.floor(cj + 0.5), 0, n - 1).astype(np.int64)
+    return mu_i * n + mu_j
+
+
+def centroid_shape(mu_hat, n, beta_c=BETA_CENTROID, like=None):
+    """The code's mask m = max(1 - beta_c (|u - mu_u| + |v - mu_v|), -1) (getMask.m).
+
+    u, v lie on linspace(-1, 1, n), so one grid step is 2 / (n - 1).
+
+    Args: mu_hat (B, F) flat indices; ``like`` fixes module and dtype.
+    Returns: (B, F, n, n), signed, values in [-1, 1].
+    """
+    xp = get_array_module(like)
+    coord = xp.linspace(-1.0, 1.0, n).astype(like.dtype)  # (n,)
+    mu_u = coord[mu_hat // n][..., None, None]  # (B, F, 1, 1)
+    mu_v = coord[mu_hat % n][..., None, None]
+    l1 = xp.abs(coord[:, None] - mu_u) + xp.abs(coord[None, :] - mu_v)  # (B, F, n, n)
+    return xp.maximum(1 - beta_c * l1, -1).astype(like.dtype)
+
+
+# ---- the layer ----
+
+class TemplateMask(Layer):
+    """x_masked = x * max(shape_mu_hat, 0) per map (paper Sec. 3; Decisions 4).
+
+    After forward:
+        ``mu_hat`` (B, F) int: the chosen position, flat k = i*n + j;
+        ``signed_mask`` (B, F, n, n): T_mu_hat / tau (argmax) or the code's m (centroid),
+        values in [-1, 1] (the authors' gradient rule reads the negative part);
+        ``mask`` (B, F, n, n): max(signed_mask, 0), what forward and backward multiply by.
+    """
+
+    def __init__(self, beta=BETA, mode="argmax", beta_c=BETA_CENTROID):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"TemplateMask: mode must be one of {MODES}, got {mode!r}")
+        self.beta, self.mode, self.beta_c = beta, mode, beta_c
+        self.mu_hat = self.signed_mask = self.mask = None
+
+    def forward(self, x):
+        check_array(repr(self), x, 4)
+        xp = get_array_module(x)
+        n = x.shape[2]
+        if x.shape[3] != n:
+            raise ValueError(f"{self!r}: feature maps must be square, got shape {tuple(x.shape)}")
+        if self.mode == "argmax":
+            self.mu_hat = argmax_positions(x)
+            self.signed_mask = template_shape(self.mu_hat, n, self.beta, like=x)
+        else:
+            self.mu_hat = centroid_positions(x)
+            self.signed_mask = centroid_shape(self.mu_hat, n, self.beta_c, like=x)
+        self.mask = xp.maximum(self.signed_mask, 0)
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout * self.mask  # mask held constant: no gradient through mu_hat
+
+    def __repr__(self):
+        if self.mode == "argmax":
+            return f"TemplateMask(beta={self.beta})"
+        return f"TemplateMask(mode='centroid', beta_c={self.beta_c})"
