@@ -33,5 +33,12 @@ from .layers import (
 from .losses import LogisticLoss, SoftmaxCrossEntropy, log_softmax
 from .model import Sequential
 from .optim import SGD
+from .templates import default_alpha, default_tau, template_priors, templates
+from .mask import TemplateMask
+from .filter_loss import FilterCategories, MutualInformationLoss
+from .interpretable import InterpretableMask
+from .vgg import receptive_field, small_vgg
+from .train import TrainConfig, TrainingDiverged, train_one
+from . import data
 
 __version__ = "0.1.0"

@@ -20,6 +20,11 @@ from ._checks import check_array, check_channels
 from .im2col import col2im, conv_out_size, im2col, pair
 
 
+def _short(p):
+    """(3, 3) -> 3 for printing; (2, 3) stays."""
+    return p[0] if p[0] == p[1] else p
+
+
 class Layer:
     """Base class: parameters, gradients, train/eval mode and device moves."""
 
@@ -156,8 +161,8 @@ class Conv2d(Layer):
         return dx
 
     def __repr__(self):
-        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding})")
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={_short(self.kernel_size)}, "
+                f"stride={_short(self.stride)}, padding={_short(self.padding)})")
 
 
 # ---- max-pooling ----
@@ -230,7 +235,8 @@ class MaxPool2d(Layer):
         return maxpool2d_backward(dout, self.cache)
 
     def __repr__(self):
-        return f"MaxPool2d(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding})"
+        return (f"MaxPool2d(kernel_size={_short(self.kernel_size)}, stride={_short(self.stride)}, "
+                f"padding={_short(self.padding)})")
 
 
 # ---- element-wise and shape layers ----
@@ -297,13 +303,18 @@ def linear_backward(dout, cache):
 
 
 class Linear(Layer):
-    """Fully connected layer with params W (in, out) and b (out,); He-initialised."""
+    """Fully connected layer with params W (in, out) and b (out,).
 
-    def __init__(self, in_features, out_features, rng=0):
+    He-initialised, or N(0, weight_std^2) when ``weight_std`` is given (a small std for
+    the last layer keeps the first logits near 0, so training starts at loss log K).
+    """
+
+    def __init__(self, in_features, out_features, rng=0, weight_std=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         rng = host_rng(rng)
-        self.params["W"] = he_normal(rng, (in_features, out_features), in_features)
+        fan_in = in_features if weight_std is None else 2.0 / weight_std ** 2
+        self.params["W"] = he_normal(rng, (in_features, out_features), fan_in)
         self.params["b"] = host_zeros((out_features,))
         self.cache = None
 

@@ -1,0 +1,242 @@
+"""Training: ``python -m tinyinterp train`` (defaults: the bundled toy birds, both nets).
+
+One run folder per net (``runs/<name>/<ordinary|interpretable>/``) holds:
+    checkpoint.npz   weights, optimiser state, RNG states and config (atomic, no pickle)
+    metrics.json     one entry per epoch, plus the final summary
+and the console shows a progress bar within each epoch and one line per epoch.
+
+Resuming (``--resume``) continues from the checkpoint so that an interrupted and
+resumed run ends with the same weights as an uninterrupted one: the data order of
+epoch e is drawn from seed (seed, e), and the dropout generators' states are saved.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .backend import device_module, to_device
+from .checkpoint import load_checkpoint, save_checkpoint
+from .layers import Dropout
+from .losses import SoftmaxCrossEntropy
+from .optim import SGD
+from .vgg import small_vgg
+
+TOY_BIRDS = Path(__file__).resolve().parents[1] / "data_samples" / "toy_birds"
+
+
+@dataclass
+class TrainConfig:
+    data: str = str(TOY_BIRDS)  # a folder in the CUB-200-2011 layout
+    classes: list = None  # CUB class ids, or None for all
+    images_per_class: int = None
+    size: int = 64  # input side in pixels
+    crop: str = "box"
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 0.01
+    warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    dropout: float = 0.5
+    widths: list = field(default_factory=lambda: [32, 64, 128])
+    top_channels: int = 128
+    interpretable: bool = False
+    mask_options: dict = field(default_factory=dict)
+    seed: int = 0
+    device: str = "cpu"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+# ---- pieces ----
+
+def load_data(cfg):
+    from .data import load_cub
+
+    ds = load_cub(cfg.data, classes=cfg.classes, images_per_class=cfg.images_per_class,
+                  size=cfg.size, crop=cfg.crop)
+    train, test = ds.split("train"), ds.split("test")
+    mean, std = train.mean_std()
+    return ds, train, test, mean, std
+
+
+def build_model(cfg, num_classes):
+    return small_vgg(num_classes=num_classes, input_size=cfg.size, widths=tuple(cfg.widths),
+                     top_channels=cfg.top_channels, dropout=cfg.dropout,
+                     interpretable=cfg.interpretable, seed=cfg.seed,
+                     mask_options=cfg.mask_options)
+
+
+def learning_rate(cfg, step, steps_per_epoch):
+    """Linear warm-up over ``warmup_epochs``, then cosine decay to zero."""
+    total = cfg.epochs * steps_per_epoch
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def interpretable_layers(model):
+    return [layer for layer in model.layers if hasattr(layer, "set_labels")]
+
+
+def accuracy(model, ds, mean, std, device, batch_size=64):
+    """Top-1 accuracy of ``model`` (eval mode) on ``ds``."""
+    model.eval()
+    correct = 0
+    for batch in ds.batches(batch_size, shuffle=False, flip=False, mean=mean, std=std):
+        logits = model.forward(to_device(batch["x"], device))
+        xp = device_module(device)
+        correct += int((logits.argmax(axis=1) == xp.asarray(batch["labels"])).sum())
+    model.train()
+    return correct / max(1, len(ds))
+
+
+def progress(i, n, width=24, extra=""):
+    """A one-line progress bar, redrawn in place."""
+    done = int(width * i / max(1, n))
+    sys.stdout.write(f"\r  [{'#' * done}{'.' * (width - done)}] {i}/{n} {extra}")
+    sys.stdout.flush()
+
+
+# ---- checkpoint of a whole training state ----
+
+def _dropout_layers(model):
+    return [layer for layer in model.layers if isinstance(layer, Dropout)]
+
+
+def save_training_state(path, model, opt, cfg, epoch, history):
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    arrays.update({f"opt/{k}": v for k, v in opt.state_dict().items()})
+    meta = {"config": asdict(cfg), "epoch": epoch, "history": history,
+            "dropout_rng": [d.rng.bit_generator.state for d in _dropout_layers(model)]}
+    save_checkpoint(path, arrays, meta)
+
+
+def load_training_state(path, model, opt):
+    arrays, meta = load_checkpoint(path)
+    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+    opt.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("opt/")})
+    for d, state in zip(_dropout_layers(model), meta["dropout_rng"]):
+        d.rng.bit_generator.state = state
+    return meta
+
+
+# ---- the loop ----
+
+def train_one(cfg, out_dir, data=None, resume=False, log=print):
+    """Train one net; returns the metrics dict (also written to ``out_dir/metrics.json``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds, train, test, mean, std = data or load_data(cfg)
+    num_classes = len(ds.class_ids)
+    model = build_model(cfg, num_classes).to(cfg.device)
+    opt = SGD(model.params(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    ckpt = out_dir / "checkpoint.npz"
+    history, start = [], 0
+    if resume and ckpt.exists():
+        meta = load_training_state(ckpt, model, opt)
+        history, start = meta["history"], meta["epoch"]
+        log(f"resumed {ckpt} at epoch {start}")
+    criterion = SoftmaxCrossEntropy()
+    steps = math.ceil(len(train) / cfg.batch_size)
+    kind = "interpretable" if cfg.interpretable else "ordinary"
+    for epoch in range(start, cfg.epochs):
+        t0, task_sum, filt_sum, n_seen = time.time(), 0.0, 0.0, 0
+        for layer in interpretable_layers(model):
+            layer.epoch = epoch + 1  # paper: lambda_t ~ 1/t, t counted from 1
+        batches = train.batches(cfg.batch_size, seed=(cfg.seed, epoch), shuffle=True, flip=True,
+                                mean=mean, std=std)
+        for i, batch in enumerate(batches):
+            x = to_device(batch["x"], cfg.device)
+            labels = to_device(batch["labels"], cfg.device)
+            for layer in interpretable_layers(model):
+                layer.set_labels(labels)
+            loss = float(criterion.forward(model.forward(x), labels))
+            filt = sum(float(layer.last_filter_loss) for layer in interpretable_layers(model))
+            if not (math.isfinite(loss) and math.isfinite(filt)):
+                raise TrainingDiverged(
+                    f"{kind}: loss became {loss} (filter loss {filt}) at epoch {epoch + 1}, "
+                    f"step {i + 1}; the last good checkpoint is kept at {ckpt}")
+            model.backward(criterion.backward())
+            opt.lr = learning_rate(cfg, epoch * steps + i, steps)
+            opt.step(model.grads())
+            task_sum += loss * len(labels)
+            filt_sum += filt * len(labels)
+            n_seen += len(labels)
+            progress(i + 1, steps, extra=f"loss {task_sum / n_seen:.3f}")
+        row = {"epoch": epoch + 1, "task_loss": task_sum / n_seen, "filter_loss": filt_sum / n_seen,
+               "lambda": [float(layer.last_lambda) for layer in interpretable_layers(model)],
+               "train_acc": accuracy(model, train, mean, std, cfg.device),
+               "test_acc": accuracy(model, test, mean, std, cfg.device),
+               "seconds": time.time() - t0}
+        history.append(row)
+        sys.stdout.write("\r")
+        lam = ",".join(f"{v:.2g}" for v in row["lambda"]) or "-"
+        log(f"{kind:>13} epoch {row['epoch']:3d}/{cfg.epochs}  loss {row['task_loss']:.3f}  "
+            f"filter {row['filter_loss']:+.3g}  lambda {lam}  train {row['train_acc']:.3f}  "
+            f"test {row['test_acc']:.3f}  {row['seconds']:.1f}s")
+        save_training_state(ckpt, model, opt, cfg, epoch + 1, history)
+    metrics = {"config": asdict(cfg), "history": history,
+               "final": history[-1] if history else None}
+    tmp = out_dir / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=1))
+    os.replace(tmp, out_dir / "metrics.json")
+    return metrics
+
+
+# ---- command line ----
+
+def add_train_parser(sub):
+    p = sub.add_parser("train", help="train ordinary and/or interpretable small VGGs")
+    d = TrainConfig()
+    p.add_argument("--data", default=d.data, help="folder in CUB-200-2011 layout (default: toy birds)")
+    p.add_argument("--classes", type=int, nargs="*", help="CUB class ids (default: all)")
+    p.add_argument("--images-per-class", type=int)
+    p.add_argument("--size", type=int, default=d.size)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", choices=["cpu", "gpu"], default=d.device)
+    p.add_argument("--nets", choices=["both", "ordinary", "interpretable"], default="both")
+    p.add_argument("--out", default="runs/toy_birds", help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args):
+    base = TrainConfig(data=args.data, classes=args.classes, images_per_class=args.images_per_class,
+                       size=args.size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       seed=args.seed, device=args.device)
+    data = load_data(base)
+    ds = data[0]
+    print(f"data: {args.data}: {len(ds.class_ids)} classes, {len(data[1])} train / "
+          f"{len(data[2])} test images at {base.size} px; report {ds.report}")
+    kinds = ["ordinary", "interpretable"] if args.nets == "both" else [args.nets]
+    summary = {}
+    for kind in kinds:
+        cfg = TrainConfig(**{**asdict(base), "interpretable": kind == "interpretable"})
+        try:
+            metrics = train_one(cfg, Path(args.out) / kind, data=data, resume=args.resume)
+        except TrainingDiverged as e:
+            print(f"\nstopped: {e}")
+            return 2
+        summary[kind] = metrics["final"]
+    print("\nsummary (test accuracy): " + ", ".join(
+        f"{k} {v['test_acc']:.3f}" for k, v in summary.items()))
+    print(f"run folder: {args.out}")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="tinyinterp.train")
+    add_train_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train"] + list(argv or []))
+    return args.func(args)
