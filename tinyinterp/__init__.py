@@ -38,7 +38,7 @@ from .mask import TemplateMask
 from .filter_loss import FilterCategories, MutualInformationLoss
 from .interpretable import InterpretableMask
 from .vgg import receptive_field, small_vgg
-from .train import TrainConfig, TrainingDiverged, train_one
+from .train import TrainConfig, TrainingDiverged, load_run, train_one
 from . import data
 
 __version__ = "0.1.0"

@@ -128,6 +128,24 @@ def load_training_state(path, model, opt):
     return meta
 
 
+def load_run(run_dir, device="cpu"):
+    """Rebuild a trained net from its run folder -> (model in eval mode, TrainConfig, meta)."""
+    ckpt = Path(run_dir) / "checkpoint.npz"
+    arrays, meta = load_checkpoint(ckpt)
+    cfg = TrainConfig(**meta["config"])
+    cfg.device = device
+    num_classes = int(arrays["model/" + _last_linear_key(arrays)].shape[-1])
+    model = build_model(cfg, num_classes)
+    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+    return model.to(device).eval(), cfg, meta
+
+
+def _last_linear_key(arrays):
+    """The key of the head's bias: the highest-numbered layer with a "b"."""
+    keys = [k[6:] for k in arrays if k.startswith("model/") and k.endswith(".b")]
+    return max(keys, key=lambda k: int(k.split(".")[0]))
+
+
 # ---- the loop ----
 
 def train_one(cfg, out_dir, data=None, resume=False, log=print):
