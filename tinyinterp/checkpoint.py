@@ -16,6 +16,12 @@ from .backend import to_numpy
 META_KEY = "__meta__"
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path, arrays, meta=None):
     """Write ``arrays`` (name -> array) and ``meta`` to ``path`` atomically.
 
@@ -36,6 +42,7 @@ def save_checkpoint(path, arrays, meta=None):
             np.savez(f, **payload)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -52,7 +59,10 @@ def load_checkpoint(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise ValueError("not an .npz archive")
+        with data:
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
         raise ValueError(f"checkpoint {path} is truncated or corrupt: {e}") from None

@@ -56,8 +56,11 @@ def relative_error(analytic, numeric, floor_ratio=FLOOR_RATIO):
         raise ValueError(f"relative_error: shapes differ, {a.shape} vs {n.shape}")
     if a.size == 0:
         return 0.0, ()
-    floor = max(floor_ratio * max(np.abs(a).max(), np.abs(n).max()), 1e-300)
+    both = np.abs(np.concatenate([a.ravel(), n.ravel()]))
+    both = both[np.isfinite(both)]
+    floor = max(floor_ratio * (both.max() if both.size else 0.0), 1e-300)
     err = np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), floor)
+    err[~np.isfinite(err)] = np.inf  # a NaN or inf gradient is the worst error, never a pass
     idx = np.unravel_index(int(np.argmax(err)), err.shape)
     return float(err[idx]), tuple(int(i) for i in idx)
 

@@ -12,7 +12,8 @@ and the layer object that holds parameters and the cache::
     dx = layer.backward(dout)     # returns dL/dx, *sets* layer.grads["W"], ["b"]
 
 Contract for every layer: ``params`` and ``grads`` are dicts with the same keys;
-backward never changes ``dout`` and returns fresh arrays in the input's dtype.
+backward never changes ``dout`` and returns arrays in the input's dtype (shape-only
+layers such as Flatten may return a view of ``dout``; nothing writes into it).
 Shapes are (N, C, H, W) for images and feature maps (notation in im2col.py).
 """
 from .backend import get_array_module, he_normal, host_rng, host_zeros, random_uniform_like, to_device
@@ -276,6 +277,7 @@ class Dropout(Layer):
         self.rng = host_rng(rng)
 
     def forward(self, x):
+        check_array(repr(self), x, x.ndim if hasattr(x, "ndim") else -1)
         if not self.training or self.p == 0.0:
             self.mask = None
             return x

@@ -32,7 +32,7 @@ class SGD:
             p -= self.lr * g
 
     def state_dict(self):
-        return {k: to_numpy(v) for k, v in self.velocity.items()}
+        return {k: to_numpy(v).copy() for k, v in self.velocity.items()}  # a snapshot
 
     def load_state_dict(self, state):
         unknown = sorted(set(state) - set(self.params))
