@@ -99,7 +99,10 @@ def accuracy(model, ds, mean, std, device, batch_size=64):
 
 
 def progress(i, n, width=24, extra=""):
-    """A one-line progress bar, redrawn in place."""
+    """A one-line progress bar, redrawn in place (only on a terminal: in a log file the
+    redraws would pile up)."""
+    if not sys.stdout.isatty():
+        return
     done = int(width * i / max(1, n))
     sys.stdout.write(f"\r  [{'#' * done}{'.' * (width - done)}] {i}/{n} {extra}")
     sys.stdout.flush()
@@ -176,12 +179,17 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
             labels = to_device(batch["labels"], cfg.device)
             for layer in interpretable_layers(model):
                 layer.set_labels(labels)
-            loss = float(criterion.forward(model.forward(x), labels))
+            logits = model.forward(x)
+            xp = device_module(cfg.device)
+            loss = float(criterion.forward(logits, labels)) if bool(xp.isfinite(logits).all()) \
+                else float("nan")
             filt = sum(float(layer.last_filter_loss) for layer in interpretable_layers(model))
             if not (math.isfinite(loss) and math.isfinite(filt)):
+                kept = f"the last good checkpoint (epoch {epoch}) is kept at {ckpt}" if epoch \
+                    else "no checkpoint was written yet"
                 raise TrainingDiverged(
-                    f"{kind}: loss became {loss} (filter loss {filt}) at epoch {epoch + 1}, "
-                    f"step {i + 1}; the last good checkpoint is kept at {ckpt}")
+                    f"{kind}: the loss became {loss} (filter loss {filt}) at epoch {epoch + 1}, "
+                    f"step {i + 1}; {kept}. Try a smaller --lr.")
             model.backward(criterion.backward())
             opt.lr = learning_rate(cfg, epoch * steps + i, steps)
             opt.step(model.grads())
@@ -195,12 +203,13 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
                "test_acc": accuracy(model, test, mean, std, cfg.device),
                "seconds": time.time() - t0}
         history.append(row)
-        sys.stdout.write("\r")
+        save_training_state(ckpt, model, opt, cfg, epoch + 1, history)
+        if sys.stdout.isatty():
+            sys.stdout.write("\r")
         lam = ",".join(f"{v:.2g}" for v in row["lambda"]) or "-"
         log(f"{kind:>13} epoch {row['epoch']:3d}/{cfg.epochs}  loss {row['task_loss']:.3f}  "
             f"filter {row['filter_loss']:+.3g}  lambda {lam}  train {row['train_acc']:.3f}  "
             f"test {row['test_acc']:.3f}  {row['seconds']:.1f}s")
-        save_training_state(ckpt, model, opt, cfg, epoch + 1, history)
     metrics = {"config": asdict(cfg), "history": history,
                "final": history[-1] if history else None}
     tmp = out_dir / ".metrics.json.tmp"

@@ -1,0 +1,97 @@
+"""Training loop: a tiny run end to end, resume equivalence, the NaN stop, checkpoints."""
+import json
+
+import numpy as np
+import pytest
+
+import tinyinterp as ti
+from tinyinterp.train import TOY_BIRDS, TrainConfig, TrainingDiverged, load_run, train_one
+
+
+def tiny_config(**kw):
+    base = dict(data=str(TOY_BIRDS), size=32, epochs=2, widths=[4], top_channels=6,
+                batch_size=8, images_per_class=4, lr=0.02, warmup_epochs=1, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def weights(run_dir):
+    model, _, _ = load_run(run_dir)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("interpretable", [False, True])
+def test_resumed_run_ends_with_the_same_weights(tmp_path, interpretable):
+    cfg = tiny_config(interpretable=interpretable)
+    train_one(cfg, tmp_path / "whole", log=lambda *_: None)
+
+    def stop_after_first_epoch(line):
+        if "epoch   1/" in line:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_one(cfg, tmp_path / "split", log=stop_after_first_epoch)
+    train_one(cfg, tmp_path / "split", resume=True, log=lambda *_: None)
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "split")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_run_folder_holds_checkpoint_and_metrics(tmp_path):
+    metrics = train_one(tiny_config(epochs=1, interpretable=True), tmp_path, log=lambda *_: None)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["final"]["epoch"] == 1 and 0.0 <= saved["final"]["test_acc"] <= 1.0
+    assert metrics["final"] == saved["final"]
+    assert np.isfinite(saved["final"]["filter_loss"]) and saved["final"]["filter_loss"] <= 0
+    model, cfg, meta = load_run(tmp_path)
+    assert cfg.interpretable and meta["epoch"] == 1 and not model.training
+    assert not list(tmp_path.glob(".tmp-*")), "a temporary checkpoint was left behind"
+
+
+def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=2)
+    ds = ti.train.load_data(cfg)
+    steps_per_epoch = -(-len(ds[1]) // cfg.batch_size)
+    calls = {"n": 0}
+    real_forward = ti.Sequential.forward
+
+    def poisoned_forward(self, x):
+        y = real_forward(self, x)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] > steps_per_epoch:  # the first training step of epoch 2
+                y = y * np.float32("nan")
+        return y
+
+    monkeypatch.setattr(ti.Sequential, "forward", poisoned_forward)
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 1.*last good checkpoint \\(epoch 1\\)"):
+        train_one(cfg, tmp_path, data=ds, log=lambda *_: None)
+    monkeypatch.undo()
+    _, _, meta = load_run(tmp_path)
+    assert meta["epoch"] == 1
+
+
+def test_truncated_checkpoint_is_refused_with_its_name(tmp_path):
+    train_one(tiny_config(epochs=1), tmp_path, log=lambda *_: None)
+    ckpt = tmp_path / "checkpoint.npz"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="checkpoint.npz is truncated or corrupt"):
+        load_run(tmp_path)
+
+
+def test_cli_trains_both_nets(tmp_path, capsys):
+    from tinyinterp.__main__ import main
+
+    rc = main(["train", "--size", "32", "--epochs", "1", "--images-per-class", "4",
+               "--batch-size", "8", "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "ordinary epoch   1/1" in out and "interpretable epoch   1/1" in out
+    assert (tmp_path / "ordinary" / "checkpoint.npz").exists()
+    assert (tmp_path / "interpretable" / "metrics.json").exists()
