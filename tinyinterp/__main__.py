@@ -1,4 +1,4 @@
-"""Command line: ``python -m tinyinterp {train,gradcheck}``."""
+"""Command line: ``python -m tinyinterp {train,evaluate,visualize,gradcheck}``."""
 import argparse
 import sys
 
@@ -21,8 +21,10 @@ def main(argv=None):
     g = sub.add_parser("gradcheck", help="check every backward against finite differences")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_gradcheck)
+    from .metrics import add_evaluate_parser
     from .train import add_train_parser
     add_train_parser(sub)
+    add_evaluate_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
