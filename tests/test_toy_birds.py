@@ -80,9 +80,9 @@ def test_committed_sample():
     assert all(hashlib.sha256(files[f]).hexdigest() == h for f, h in listed.items())
     assert sum(len(b) for b in files.values()) < 4_000_000
     ds = load_cub(SAMPLE, size=128, crop="whole")  # native size: image pixels unchanged
-    assert len(ds) == 300 and len(ds.class_ids) == 5
+    assert len(ds) == 500 and len(ds.class_ids) == 5
     assert ds.is_train.sum() == 200 and list(np.bincount(ds.labels[ds.is_train])) == [40] * 5
     pts = ds.landmarks[ds.visible]
     assert pts.min() >= 0 and pts.max() <= 128
     assert ds.report["landmarks_invisible_by_crop"] == 0 and ds.report["boxes_clipped"] == 0
-    assert ds.visible.sum() == 13 * 300
+    assert ds.visible.sum() == 13 * 500

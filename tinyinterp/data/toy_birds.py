@@ -343,7 +343,7 @@ def _write_manifest(out_dir):
     _write_lines(out_dir / "MANIFEST.sha256", lines)
 
 
-def generate_toy_birds(out_dir, n_species=5, train_per_species=40, test_per_species=20,
+def generate_toy_birds(out_dir, n_species=5, train_per_species=40, test_per_species=60,
                        image_size=128, seed=0, overwrite=False):
     """Write a drawn-bird dataset in the CUB-200-2011 layout to ``out_dir``; return its Path.
 
@@ -382,7 +382,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--n-species", type=int, default=5)
     parser.add_argument("--train-per-species", type=int, default=40)
-    parser.add_argument("--test-per-species", type=int, default=20)
+    parser.add_argument("--test-per-species", type=int, default=60)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true",
