@@ -23,8 +23,10 @@ def main(argv=None):
     g.set_defaults(func=cmd_gradcheck)
     from .metrics import add_evaluate_parser
     from .train import add_train_parser
+    from .visualize import add_visualize_parser
     add_train_parser(sub)
     add_evaluate_parser(sub)
+    add_visualize_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -34,7 +34,7 @@ class TrainConfig:
     classes: list = None  # CUB class ids, or None for all
     images_per_class: int = None
     size: int = 64  # input side in pixels
-    crop: str = "box"
+    crop: str = "box"  # "box": the bird's box + 10%; "whole": the whole image
     epochs: int = 12
     batch_size: int = 32
     lr: float = 0.01
@@ -227,6 +227,9 @@ def add_train_parser(sub):
     p.add_argument("--classes", type=int, nargs="*", help="CUB class ids (default: all)")
     p.add_argument("--images-per-class", type=int)
     p.add_argument("--size", type=int, default=d.size)
+    p.add_argument("--crop", choices=["box", "whole"], default=d.crop,
+                   help="input: the bird's box enlarged by 10%% (default, as the paper's CUB "
+                        "protocol) or the whole image")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -239,13 +242,14 @@ def add_train_parser(sub):
 
 
 def cmd_train(args):
+    crop = args.crop
     base = TrainConfig(data=args.data, classes=args.classes, images_per_class=args.images_per_class,
-                       size=args.size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       size=args.size, crop=crop, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        seed=args.seed, device=args.device)
     data = load_data(base)
     ds = data[0]
     print(f"data: {args.data}: {len(ds.class_ids)} classes, {len(data[1])} train / "
-          f"{len(data[2])} test images at {base.size} px; report {ds.report}")
+          f"{len(data[2])} test images at {base.size} px ({crop} crop); report {ds.report}")
     kinds = ["ordinary", "interpretable"] if args.nets == "both" else [args.nets]
     summary = {}
     for kind in kinds:

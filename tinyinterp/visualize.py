@@ -1,0 +1,714 @@
+"""Pictures of a run: feature maps, inference positions, templates, training curves.
+
+``python -m tinyinterp visualize RUN`` (or :func:`visualize_runs`) loads every net under
+the run folder ``RUN`` (``RUN/ordinary``, ``RUN/interpretable``) and writes PNGs into
+``RUN/pictures/``:
+
+    filters_<layer>.png     paper Fig. 1 style: rows = filters, columns = birds, each cell
+                            the bird with the filter's feature map as a heat map over it;
+                            the ordinary net left, the interpretable net right
+    positions_<layer>.png   each filter's inference position (its argmax unit's
+                            receptive-field centre, a cross) with the head, back and tail
+                            landmarks as coloured dots
+    templates.png           the n^2 + 1 part templates of the n x n maps (paper Fig. 3)
+    curves.png              task loss, filter loss and train/test accuracy per epoch
+
+where <layer> is ``top`` (the top conv) and ``new`` (the new conv above it), the layers
+listed in ``model.interpretable_indices``. The maps drawn are the ReLU outputs before the
+mask (those the paper's evaluation reads), for the test images unless told otherwise.
+
+Pillow and NumPy only: every drawing function returns a PIL Image (``heatmap_overlay``
+and ``colormap`` work on uint8 arrays), and only :func:`visualize_runs` writes files.
+
+Heat-map alignment: ``heatmap_overlay`` stretches an n x n map to S x S with Pillow's
+bilinear resize, which puts unit i's value at pixel coordinate (i + 1/2) * S / n. That
+is exactly the unit's receptive-field centre ``start + i * jump`` (vgg.receptive_field)
+whenever start = jump / 2 and n * jump = S, as for small_vgg (3x3 convs with padding 1
+and 2x2 pools); tests/test_visualize.py checks it.
+"""
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .backend import device_of, to_device, to_numpy
+
+# ----------------------------------------------------------------------------- style
+
+WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (0, 0, 0), (110, 110, 110), (225, 225, 225)
+NET_COLOURS = {"ordinary": (31, 119, 180), "interpretable": (230, 110, 10)}
+OTHER_COLOURS = [(44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+PART_COLOURS = {"head": (235, 30, 30), "back": (30, 200, 60), "tail": (40, 110, 255)}
+CROSS_COLOUR = (255, 235, 0)
+FONT_SIZE, TITLE_SIZE = 12, 15
+LABEL_H = 16  # height of the text band under each tile of grid()
+TITLE_H = 24  # height of the title band of grid() and panels
+CELL = 96  # side of a bird cell in pixels (toy birds are 64 px: drawn 1.5x)
+
+# An "inferno-like" ramp: 8 anchors sampled from matplotlib's inferno (black -> purple ->
+# orange -> pale yellow); its luminance rises monotonically, so brighter = stronger.
+_ANCHORS = np.array([
+    (0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99),
+    (212, 72, 66), (245, 125, 21), (250, 193, 39), (252, 255, 164)], dtype=np.float64)
+
+
+def font(size=FONT_SIZE):
+    """Pillow's default font at ``size`` px (a scalable one on Pillow >= 10.1)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # older Pillow: one fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def text_width(text, fnt):
+    left, _, right, _ = fnt.getbbox(text)
+    return right - left
+
+
+def colormap(values):
+    """Map values in [0, 1] (clipped; NaN -> 0) to uint8 RGB, shape values.shape + (3,),
+    by linear interpolation between the anchor colours."""
+    v = np.nan_to_num(np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0))
+    pos = v * (len(_ANCHORS) - 1)
+    lo = np.minimum(np.floor(pos).astype(int), len(_ANCHORS) - 2)
+    frac = (pos - lo)[..., None]
+    rgb = _ANCHORS[lo] * (1.0 - frac) + _ANCHORS[lo + 1] * frac
+    return np.round(rgb).astype(np.uint8)
+
+
+def _as_array(image):
+    return np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
+
+
+def heatmap_overlay(image, fmap, alpha=0.6, vmax=None, size=None):
+    """Blend a feature map over an image.
+
+    Args:
+        image: uint8 (S, S, 3) (or a PIL image). fmap: (n, n) non-negative map.
+        alpha: weight of the heat map (0: the image only, 1: the heat map only).
+        vmax: the value drawn at full brightness (default: the map's own max; a map that
+            is all zero stays dark). Pass a shared vmax to compare maps.
+        size: draw at ``size`` x ``size`` pixels instead of S (the image is resized
+            bicubically).
+    Returns:
+        uint8 (size or S, same, 3): (1 - alpha) * image + alpha * colormap(fmap / vmax),
+        the map upsampled by Pillow's bilinear resize.
+    """
+    img = _as_array(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"heatmap_overlay: image must be (S, S, 3), got {img.shape}")
+    fmap = np.asarray(to_numpy(fmap), dtype=np.float32)
+    if fmap.ndim != 2:
+        raise ValueError(f"heatmap_overlay: fmap must be (n, n), got {fmap.shape}")
+    h, w = img.shape[:2] if size is None else (size, size)
+    if (h, w) != img.shape[:2]:
+        img = np.asarray(Image.fromarray(img.astype(np.uint8)).resize((w, h), Image.BICUBIC))
+    peak = float(fmap.max()) if vmax is None else float(vmax)
+    norm = fmap / peak if peak > 0 else np.zeros_like(fmap)
+    up = np.asarray(Image.fromarray(norm.astype(np.float32)).resize((w, h), Image.BILINEAR))
+    out = (1.0 - alpha) * img.astype(np.float64) + alpha * colormap(up).astype(np.float64)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def _to_image(tile):
+    return tile.convert("RGB") if isinstance(tile, Image.Image) else Image.fromarray(
+        np.asarray(tile, dtype=np.uint8))
+
+
+def _fit(text, width, fnt):
+    """``text``, shortened with '..' until it is at most ``width`` px wide."""
+    if text_width(text, fnt) <= width:
+        return text
+    while len(text) > 1 and text_width(text + "..", fnt) > width:
+        text = text[:-1]
+    return text + ".."
+
+
+def grid(images, cols, pad=4, labels=None, title=None, bg=WHITE):
+    """Tiles (PIL images or uint8 arrays, all the same size w x h) in rows of ``cols``.
+
+    Each tile gets a LABEL_H band below it for its label when ``labels`` is given, and
+    the picture a TITLE_H band on top per line of ``title`` (lines split at "\n"). Size:
+        width  = pad + cols * (w + pad)
+        height = lines * TITLE_H + pad + rows * (h + [LABEL_H] + pad),
+    with rows = ceil(len(images) / cols) and cols capped at len(images).
+    """
+    tiles = [_to_image(t) for t in images]
+    if not tiles:
+        raise ValueError("grid: no images")
+    w, h = tiles[0].size
+    if any(t.size != (w, h) for t in tiles):
+        raise ValueError("grid: all tiles must have the same size")
+    cols = max(1, min(cols, len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    lab = LABEL_H if labels is not None else 0
+    lines = title.split("\n") if title else []
+    top = TITLE_H * len(lines)
+    out = Image.new("RGB", (pad + cols * (w + pad), top + pad + rows * (h + lab + pad)), bg)
+    draw = ImageDraw.Draw(out)
+    small = font()
+    for k, line in enumerate(lines):
+        draw.text((pad, TITLE_H * k + TITLE_H // 2), line, fill=BLACK if k == 0 else GREY,
+                  font=font(TITLE_SIZE if k == 0 else FONT_SIZE), anchor="lm")
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, cols)
+        x, y = pad + c * (w + pad), top + pad + r * (h + lab + pad)
+        out.paste(tile, (x, y))
+        if labels is not None:
+            text = _fit(str(labels[k]), w + pad, small)
+            draw.text((x + w / 2, y + h + lab / 2), text, fill=BLACK, font=small, anchor="mm")
+    return out
+
+
+def hstack(images, pad=16, bg=WHITE):
+    """Pictures side by side, top-aligned."""
+    width = sum(im.width for im in images) + pad * (len(images) - 1)
+    out = Image.new("RGB", (width, max(im.height for im in images)), bg)
+    x = 0
+    for im in images:
+        out.paste(im, (x, 0))
+        x += im.width + pad
+    return out
+
+
+def vstack(images, pad=8, bg=WHITE):
+    """Pictures one above the other, left-aligned."""
+    height = sum(im.height for im in images) + pad * (len(images) - 1)
+    out = Image.new("RGB", (max(im.width for im in images), height), bg)
+    y = 0
+    for im in images:
+        out.paste(im, (0, y))
+        y += im.height + pad
+    return out
+
+
+def _panel(rows, title, row_labels, col_labels, pad=3):
+    """A table of equal-sized tiles: a title, column labels on top and (multi-line)
+    row labels on the left."""
+    small = font()
+    rows = [[_to_image(t) for t in row] for row in rows]
+    w, h = rows[0][0].size
+    ncols = max(len(r) for r in rows)
+    label_w = max(max((text_width(line, small) for line in str(t).split("\n")), default=0)
+                  for t in row_labels) + 10
+    top = TITLE_H + LABEL_H
+    out = Image.new("RGB", (label_w + ncols * (w + pad) + pad, top + len(rows) * (h + pad) + pad),
+                    WHITE)
+    draw = ImageDraw.Draw(out)
+    draw.text((4, TITLE_H // 2), title, fill=BLACK, font=font(TITLE_SIZE), anchor="lm")
+    for c, text in enumerate(col_labels[:ncols]):
+        x = label_w + c * (w + pad) + w / 2
+        draw.text((x, TITLE_H + LABEL_H / 2), _fit(str(text), w, small), fill=GREY, font=small,
+                  anchor="mm")
+    for r, (row, text) in enumerate(zip(rows, row_labels)):
+        y = top + r * (h + pad)
+        draw.multiline_text((label_w - 6, y + h / 2), str(text), fill=BLACK, font=small,
+                            anchor="rm", align="right", spacing=2)
+        for c, tile in enumerate(row):
+            out.paste(tile, (label_w + c * (w + pad), y))
+    return out
+
+
+# ------------------------------------------------------------------------ feature maps
+
+def layer_maps(model, x, index):
+    """The output of layer ``index`` of a Sequential for inputs ``x`` (B, 3, S, S), with
+    the model in eval mode (its previous mode is restored). Returns NumPy (B, F, n, n)."""
+    if not 0 <= index < len(model.layers):
+        raise IndexError(f"layer_maps: index {index} outside 0..{len(model.layers) - 1}")
+    params = list(model.params().values())
+    if params:
+        x = to_device(x, device_of(params[0]))
+    was_training = model.training
+    model.eval()
+    try:
+        for i, layer in enumerate(model.layers):
+            x = layer.forward(x)
+            if i == index:
+                return to_numpy(x)
+    finally:
+        model.train(was_training)
+
+
+def pick_images(ds, images):
+    """Indices into ``ds``: an int picks that many spread evenly over the set (which is
+    ordered by image id, so several classes), a sequence is taken as is."""
+    if isinstance(images, (int, np.integer)):
+        count = min(int(images), len(ds))
+        return np.unique(np.round(np.linspace(0, len(ds) - 1, count)).astype(int))
+    return np.asarray(images, dtype=int)
+
+
+def _layer_index(model, index_name):
+    names = ["top", "new"]
+    if index_name not in names[:len(model.interpretable_indices)]:
+        raise ValueError(f"index_name must be one of {names[:len(model.interpretable_indices)]}, "
+                         f"got {index_name!r}")
+    return model.interpretable_indices[names.index(index_name)]
+
+
+def image_maps(model, ds, idx, mean, std, index, batch_size=32):
+    """Maps (len(idx), F, n, n) of layer ``index`` for the images ``idx`` of ``ds``."""
+    part = ds.subset(np.asarray(idx))
+    out = [layer_maps(model, b["x"], index)
+           for b in part.batches(batch_size, shuffle=False, flip=False, mean=mean, std=std)]
+    return np.concatenate(out, axis=0)
+
+
+def top_filters(maps, count):
+    """The ``count`` filters with the largest mean (over images) max activation."""
+    score = maps.reshape(maps.shape[0], maps.shape[1], -1).max(axis=2).mean(axis=0)
+    return [int(f) for f in np.argsort(-score, kind="stable")[:count]]
+
+
+def _choose_filters(filters, name, maps):
+    if filters is None:
+        return top_filters(maps, 6)
+    if isinstance(filters, dict):
+        filters = filters[name]
+    if isinstance(filters, (int, np.integer)):
+        return top_filters(maps, int(filters))
+    return [int(f) for f in filters]
+
+
+def _categories(model, index):
+    """Each filter's category, read from the InterpretableMask after ``index`` (or None)."""
+    nxt = model.layers[index + 1] if index + 1 < len(model.layers) else None
+    cats = getattr(nxt, "categories", None)
+    return None if cats is None else to_numpy(cats)
+
+
+def _short_class(name):
+    """'001.Red_Capped_Finch' -> 'Red Capped Finch'."""
+    return name.split(".", 1)[-1].replace("_", " ")
+
+
+def _row_label(f, maps_f, cats):
+    text = f"filter {f}\nmax {float(maps_f.max()):.3g}"
+    if cats is not None:
+        text += f"\ncat {int(cats[f])}"
+    return text
+
+
+def _map_side(model, index, size):
+    from .vgg import receptive_field
+
+    _, jump, _ = receptive_field(model, index)
+    return int(round(size / jump))
+
+
+def filter_figure(models, ds, mean, std, index_name="new", filters=None, images=8, cell=CELL):
+    """Paper Fig. 1 style: for each net a panel, rows = filters, columns = birds, each cell
+    the bird with the filter's map (after ReLU, before the mask) as a heat map over it.
+
+    Args:
+        models: dict name -> model (e.g. {"ordinary": m1, "interpretable": m2}); the
+            panels are drawn left to right in this order.
+        ds, mean, std: the images (a CubDataset) and the training set's normalisation.
+        index_name: "top" (the top conv) or "new" (the new conv above it).
+        filters: None (the 6 filters with the largest mean max activation on these
+            images, per net), an int (that many such filters), a list of filter ids (the
+            same for every net) or a dict name -> list.
+        images: an int (spread over ``ds``) or a list of indices into ``ds``.
+    Each row is scaled by its filter's largest value over the row ("max" in its label), so
+    a filter that fires weakly on a bird looks dark there. "cat" is the category the
+    interpretable net assigned the filter to.
+    """
+    idx = pick_images(ds, images)
+    col_labels = [_short_class(ds.class_names[int(ds.labels[i])]) for i in idx]
+    panels = []
+    for name, model in models.items():
+        index = _layer_index(model, index_name)
+        maps = image_maps(model, ds, idx, mean, std, index)
+        chosen = _choose_filters(filters, name, maps)
+        cats = _categories(model, index)
+        rows, labels = [], []
+        for f in chosen:
+            vmax = float(maps[:, f].max())
+            rows.append([heatmap_overlay(ds.images[i], maps[k, f], vmax=vmax, size=cell)
+                         for k, i in enumerate(idx)])
+            labels.append(_row_label(f, maps[:, f], cats))
+        n = maps.shape[-1]
+        title = f"{name}: {index_name} conv (layer {index}), {n}x{n} maps"
+        panels.append(_panel(rows, title, labels, col_labels))
+    figure = hstack(panels, pad=24)
+    note = ("heat map: the filter's feature map (ReLU output, before any mask), scaled per "
+            "row to its max; bright = strong")
+    return vstack([figure, _caption(note, figure.width)], pad=2)
+
+
+def _caption(text, width):
+    im = Image.new("RGB", (width, LABEL_H + 4), WHITE)
+    ImageDraw.Draw(im).text((4, (LABEL_H + 4) // 2), text, fill=GREY, font=font(), anchor="lm")
+    return im
+
+
+# -------------------------------------------------------------------- positions figure
+
+def head_back_tail(ds, i):
+    """{"head"|"back"|"tail": (x, y) or None} for image i: head = forehead, else crown."""
+    where = {p: k for k, p in enumerate(ds.part_names)}
+    out = {}
+    for name, parts in (("head", ("forehead", "crown")), ("back", ("back",)),
+                        ("tail", ("tail",))):
+        out[name] = None
+        for p in parts:
+            k = where.get(p)
+            if k is not None and ds.visible[i, k]:
+                out[name] = tuple(float(v) for v in ds.landmarks[i, k])
+                break
+    return out
+
+
+def inference_position(fmap, start, jump):
+    """(x, y) in input pixels of the argmax unit's receptive-field centre, or None if the
+    map is all zero (the filter does not fire)."""
+    fmap = np.asarray(fmap)
+    if not fmap.max() > 0:
+        return None
+    r, c = np.unravel_index(int(np.argmax(fmap)), fmap.shape)
+    return start + c * jump, start + r * jump
+
+
+def _dot(draw, xy, colour, radius=4):
+    x, y = xy
+    draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour, outline=BLACK)
+
+
+def _cross(draw, xy, colour=CROSS_COLOUR, arm=7):
+    x, y = xy
+    for width, fill in ((5, BLACK), (3, colour)):
+        draw.line((x - arm, y - arm, x + arm, y + arm), fill=fill, width=width)
+        draw.line((x - arm, y + arm, x + arm, y - arm), fill=fill, width=width)
+
+
+def _positions_legend(width):
+    im = Image.new("RGB", (width, 2 * LABEL_H + 8), WHITE)
+    draw = ImageDraw.Draw(im)
+    small = font()
+    x, y = 10, LABEL_H // 2 + 3
+    for name, colour in PART_COLOURS.items():
+        _dot(draw, (x, y), colour)
+        label = "head (forehead, else crown)" if name == "head" else name
+        draw.text((x + 9, y), label, fill=BLACK, font=small, anchor="lm")
+        x += 9 + text_width(label, small) + 18
+    _cross(draw, (x, y), arm=5)
+    draw.text((x + 10, y), "filter's inference position", fill=BLACK, font=small, anchor="lm")
+    draw.text((10, y + LABEL_H + 1), "cross = centre of the receptive field of the filter's "
+              "strongest unit; no cross: the filter does not fire", fill=GREY, font=small,
+              anchor="lm")
+    return im
+
+
+def positions_figure(model, ds, mean, std, index_name="new", filters=6, images=8, cell=CELL,
+                     title=None):
+    """Birds with each chosen filter's inference position and the head, back and tail.
+
+    Rows = filters, columns = birds. In each cell the cross is the receptive-field centre
+    (vgg.receptive_field) of the filter's argmax unit on that bird; the dots are the
+    landmarks head (forehead, else crown), back and tail where visible.
+    ``filters``: an int (the filters with the largest mean max activation) or ids.
+    """
+    from .vgg import receptive_field
+
+    index = _layer_index(model, index_name)
+    idx = pick_images(ds, images)
+    maps = image_maps(model, ds, idx, mean, std, index)
+    chosen = _choose_filters(filters, None, maps)
+    start, jump, _ = receptive_field(model, index)
+    scale = cell / ds.size
+    cats = _categories(model, index)
+    birds = [Image.fromarray(ds.images[i]).resize((cell, cell), Image.BICUBIC) for i in idx]
+    rows, labels = [], []
+    for f in chosen:
+        row = []
+        for k, i in enumerate(idx):
+            tile = birds[k].copy()
+            draw = ImageDraw.Draw(tile)
+            for name, xy in head_back_tail(ds, i).items():
+                if xy is not None:
+                    _dot(draw, (xy[0] * scale, xy[1] * scale), PART_COLOURS[name])
+            pos = inference_position(maps[k, f], start, jump)
+            if pos is not None:
+                _cross(draw, (pos[0] * scale, pos[1] * scale))
+            row.append(tile)
+        rows.append(row)
+        labels.append(_row_label(f, maps[:, f], cats))
+    n = maps.shape[-1]
+    title = title or f"{index_name} conv (layer {index}), {n}x{n} maps"
+    col_labels = [_short_class(ds.class_names[int(ds.labels[i])]) for i in idx]
+    panel = _panel(rows, title, labels, col_labels)
+    return vstack([panel, _positions_legend(panel.width)], pad=2)
+
+
+# ---------------------------------------------------------------------- templates figure
+
+def templates_figure(n=8, tile=None, pad=4):
+    """All n^2 + 1 templates (paper Fig. 3) as grey tiles, n per row, T^- last.
+
+    White is +tau, mid-grey 0, black -tau. A tile is ``tile`` px (default n * ceil(48 / n),
+    nearest-neighbour so each map cell stays a square); size as grid() computes it.
+    """
+    from .templates import default_tau, templates
+
+    tile = tile or n * math.ceil(48 / n)
+    tau = default_tau(n)
+    t = np.asarray(templates(n), dtype=np.float64)
+    grey = np.round((np.clip(t / tau, -1, 1) + 1) * 127.5).astype(np.uint8)
+    tiles = [Image.fromarray(g).resize((tile, tile), Image.NEAREST).convert("RGB")
+             for g in grey]
+    labels = [f"({k // n},{k % n})" for k in range(n * n)] + ["T-"]
+    title = (f"part templates of a {n}x{n} map\nT_mu at mu = (row, col), then T-\n"
+             "white +tau, mid-grey 0, black -tau")
+    return grid(tiles, cols=n, pad=pad, labels=labels, title=title)
+
+
+# ------------------------------------------------------------------------ curves figure
+
+def nice_ticks(lo, hi, count=5):
+    """Round tick values covering [lo, hi]: (ticks, step)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo, hi = 0.0, 1.0
+    if hi - lo < 1e-12:
+        d = abs(lo) * 0.1 or 1.0
+        lo, hi = lo - d, hi + d
+    raw = (hi - lo) / count
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    return [k * step for k in range(first, last + 1)], step
+
+
+def _tick_text(v, step):
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    if step * 10 ** decimals % 1:  # e.g. 0.25
+        decimals += 1
+    if abs(v) >= 1e4 or (v and abs(v) < 1e-3):
+        return f"{v:.2g}"
+    return f"{v:.{decimals}f}"
+
+
+def _dashed(draw, points, fill, width, dash=6, gap=4):
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        length = math.hypot(x1 - x0, y1 - y0)
+        s = 0.0
+        while s < length:
+            e = min(s + dash, length)
+            draw.line((x0 + (x1 - x0) * s / length, y0 + (y1 - y0) * s / length,
+                       x0 + (x1 - x0) * e / length, y0 + (y1 - y0) * e / length),
+                      fill=fill, width=width)
+            s = e + gap
+
+
+def plot(series, title, size=(330, 250), xlabel="epoch", empty="no data", ylim=None):
+    """A line plot: series = [(xs, ys, colour, dashed)], x in epochs (integer ticks);
+    ``ylim`` = (lo, hi) widens the y range to at least that (default: the data's)."""
+    im = Image.new("RGB", size, WHITE)
+    draw = ImageDraw.Draw(im)
+    small = font()
+    draw.text((size[0] / 2, 10), title, fill=BLACK, font=font(TITLE_SIZE - 1), anchor="mm")
+    series = [(list(xs), [float(y) for y in ys], c, d) for xs, ys, c, d in series
+              if len(xs) and all(math.isfinite(float(y)) for y in ys)]
+    if not series:
+        draw.text((size[0] / 2, size[1] / 2), empty, fill=GREY, font=small, anchor="mm")
+        return im
+    ys_all = [y for s in series for y in s[1]]
+    lo, hi = min(ys_all), max(ys_all)
+    if ylim is not None:
+        lo, hi = min(lo, ylim[0]), max(hi, ylim[1])
+    yticks, ystep = nice_ticks(lo, hi)
+    y0, y1 = yticks[0], yticks[-1]
+    x_last = max(max(s[0]) for s in series)
+    x0, x1 = 1, max(2, x_last)
+    xstep = max(1, math.ceil((x1 - x0) / 8))
+    xticks = list(range(x0, x1 + 1, xstep))
+    left = 8 + max(text_width(_tick_text(v, ystep), small) for v in yticks)
+    box = (left, 24, size[0] - 12, size[1] - 34)  # plot area
+
+    def px(x):
+        return box[0] + (x - x0) / (x1 - x0) * (box[2] - box[0])
+
+    def py(y):
+        return box[3] - (y - y0) / (y1 - y0) * (box[3] - box[1])
+
+    for v in yticks:
+        draw.line((box[0], py(v), box[2], py(v)), fill=LIGHT)
+        draw.line((box[0] - 4, py(v), box[0], py(v)), fill=BLACK)
+        draw.text((box[0] - 6, py(v)), _tick_text(v, ystep), fill=BLACK, font=small, anchor="rm")
+    for v in xticks:
+        draw.line((px(v), box[3], px(v), box[3] + 4), fill=BLACK)
+        draw.text((px(v), box[3] + 6), str(v), fill=BLACK, font=small, anchor="mt")
+    draw.text(((box[0] + box[2]) / 2, size[1] - 4), xlabel, fill=BLACK, font=small, anchor="mb")
+    draw.rectangle(box, outline=BLACK)
+    for xs, ys, colour, dashed in series:
+        pts = [(px(x), py(y)) for x, y in zip(xs, ys)]
+        if len(pts) > 1:
+            if dashed:
+                _dashed(draw, pts, colour, 2)
+            else:
+                draw.line(pts, fill=colour, width=2, joint="curve")
+        for x, y in pts:
+            if dashed:
+                draw.rectangle((x - 2.5, y - 2.5, x + 2.5, y + 2.5), fill=WHITE, outline=colour)
+            else:
+                draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
+    return im
+
+
+def _net_dirs(run_root):
+    """{name: folder} of the nets under ``run_root`` (ordinary, interpretable, then others)."""
+    run_root = Path(run_root)
+    found = {p.name: p for p in sorted(run_root.iterdir())
+             if p.is_dir() and (p / "checkpoint.npz").exists()} if run_root.is_dir() else {}
+    order = [k for k in ("ordinary", "interpretable") if k in found]
+    return {k: found[k] for k in order + [k for k in found if k not in order]}
+
+
+def _history(net_dir):
+    """Per-epoch rows from metrics.json, else from the checkpoint (an unfinished run)."""
+    metrics = Path(net_dir) / "metrics.json"
+    if metrics.exists():
+        return json.loads(metrics.read_text())["history"]
+    from .checkpoint import load_checkpoint
+
+    return load_checkpoint(Path(net_dir) / "checkpoint.npz")[1].get("history", [])
+
+
+def _net_colour(name, k):
+    return NET_COLOURS.get(name, OTHER_COLOURS[k % len(OTHER_COLOURS)])
+
+
+def curves_figure(run_root):
+    """Training curves of every net under ``run_root``: task loss, filter loss (nets with
+    interpretable layers only) and train (dashed) / test (solid) accuracy per epoch."""
+    histories = {name: _history(d) for name, d in _net_dirs(run_root).items()}
+    if not histories:
+        raise FileNotFoundError(f"curves_figure: no <net>/checkpoint.npz under {run_root}")
+    task, filt, acc = [], [], []
+    for k, (name, hist) in enumerate(histories.items()):
+        c = _net_colour(name, k)
+        xs = [row["epoch"] for row in hist]
+        task.append((xs, [row["task_loss"] for row in hist], c, False))
+        if any(row.get("lambda") for row in hist):
+            filt.append((xs, [row["filter_loss"] for row in hist], c, False))
+        acc.append((xs, [row["train_acc"] for row in hist], c, True))
+        acc.append((xs, [row["test_acc"] for row in hist], c, False))
+    plots = [plot(task, "task loss (cross-entropy)"),
+             plot(filt, "filter loss (summed, before lambda)", empty="no interpretable net"),
+             plot(acc, "accuracy: test solid, train dashed", ylim=(0, 1))]
+    body = hstack(plots, pad=10)
+    legend = Image.new("RGB", (body.width, 26), WHITE)
+    draw = ImageDraw.Draw(legend)
+    small = font()
+    x = 12
+    for k, name in enumerate(histories):
+        c = _net_colour(name, k)
+        draw.line((x, 13, x + 22, 13), fill=c, width=3)
+        draw.ellipse((x + 8, 10, x + 14, 16), fill=c)
+        label = f"{name} ({len(histories[name])} epochs)"
+        draw.text((x + 28, 13), label, fill=BLACK, font=small, anchor="lm")
+        x += 28 + text_width(label, small) + 24
+    draw.text((body.width - 8, 13), Path(run_root).name, fill=GREY, font=small, anchor="rm")
+    return vstack([legend, body], pad=0)
+
+
+# --------------------------------------------------------------------------- top level
+
+def _data_key(cfg):
+    return json.dumps([cfg.data, cfg.classes, cfg.images_per_class, cfg.size, cfg.crop])
+
+
+def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, filters=6):
+    """Draw every picture of a run folder and write PNGs; returns the list of paths.
+
+    Writes into ``out`` (default ``run_root/pictures``): filters_<layer>.png and
+    positions_<layer>.png for each interpretable layer (top, new), templates.png (for the
+    maps' side n) and curves.png. The birds are ``images`` images of ``split``, spread
+    over its classes; ``filters`` filters per net (largest mean max activation).
+    """
+    from .train import load_data, load_run
+
+    run_root = Path(run_root)
+    nets = _net_dirs(run_root)
+    if not nets:
+        raise FileNotFoundError(f"visualize_runs: no <net>/checkpoint.npz under {run_root}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    out = Path(out) if out is not None else run_root / "pictures"
+    out.mkdir(parents=True, exist_ok=True)
+    loaded, data = {}, {}
+    for name, d in nets.items():
+        model, cfg, _ = load_run(d, device)
+        key = _data_key(cfg)
+        if key not in data:
+            _, train, test, mean, std = load_data(cfg)
+            data[key] = (train if split == "train" else test, mean, std)
+        loaded[name] = (model, key)
+    paths = []
+
+    def save(image, filename):
+        path = out / filename
+        image.save(path, format="PNG")
+        paths.append(path)
+
+    groups = {}
+    for name, (model, key) in loaded.items():
+        groups.setdefault(key, {})[name] = model
+    layer_names = ["top", "new"]
+    for g, (key, models) in enumerate(groups.items()):
+        ds, mean, std = data[key]
+        suffix = "" if len(groups) == 1 else f"_data{g}"
+        depth = min(len(m.interpretable_indices) for m in models.values())
+        for index_name in layer_names[:depth]:
+            save(filter_figure(models, ds, mean, std, index_name, filters=filters, images=images),
+                 f"filters_{index_name}{suffix}.png")
+            panels = [positions_figure(m, ds, mean, std, index_name, filters=filters,
+                                       images=images, title=f"{name}: {index_name} conv "
+                                       f"(layer {_layer_index(m, index_name)})")
+                      for name, m in models.items()]
+            save(hstack(panels, pad=24), f"positions_{index_name}{suffix}.png")
+    model = next(iter(loaded.values()))[0]
+    size = data[next(iter(loaded.values()))[1]][0].size
+    save(templates_figure(_map_side(model, model.interpretable_indices[0], size)),
+         "templates.png")
+    save(curves_figure(run_root), "curves.png")
+    return paths
+
+
+def add_visualize_parser(sub):
+    """Add ``visualize RUN [--out DIR] [--images 8] [--filters 6] [--split test]
+    [--device cpu]`` to an argparse subparsers object."""
+    p = sub.add_parser("visualize", help="draw feature maps, positions, templates and curves "
+                       "of a run folder as PNGs")
+    p.add_argument("run", help="run folder (holds ordinary/ and interpretable/)")
+    p.add_argument("--out", help="output folder (default: RUN/pictures)")
+    p.add_argument("--images", type=int, default=8, help="birds per figure")
+    p.add_argument("--filters", type=int, default=6, help="filters per net")
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.set_defaults(func=cmd_visualize)
+    return p
+
+
+def cmd_visualize(args):
+    paths = visualize_runs(args.run, out=args.out, split=args.split, device=args.device,
+                           images=args.images, filters=args.filters)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="tinyinterp.visualize")
+    add_visualize_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["visualize"] + list(argv or []))
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
