@@ -4,7 +4,7 @@ Each lesson declares its pictures in a module-level list ``PICTURES = ["02_conv.
 The list is read by parsing the file (ast), never by importing it: importing would run
 the lesson. Each lesson runs in a fresh interpreter, in an empty folder, with its output
 folder set by TINYINTERP_LESSON_OUT, and must write exactly the promised pictures there
-and nothing anywhere else.
+and nothing anywhere else (training lessons may also leave run folders named run_*).
 """
 import ast
 import os
@@ -74,7 +74,9 @@ def test_lesson_runs_and_writes_its_pictures(lesson, tmp_path):
     assert proc.returncode == 0, (f"{lesson.name} exited with {proc.returncode}\n"
                                   f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-3000:]}")
     assert proc.stdout.strip(), f"{lesson.name} printed nothing"
-    written = sorted(os.listdir(out)) if out.exists() else []
+    written = sorted(p.name for p in out.iterdir() if p.is_file()) if out.exists() else []
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir()) if out.exists() else []
+    assert all(f.startswith("run_") for f in folders), f"{lesson.name}: unexpected folders {folders}"
     assert written == sorted(pictures), f"{lesson.name}: wrote {written}, promised {sorted(pictures)}"
     for name in pictures:
         with Image.open(out / name) as image:
