@@ -22,24 +22,17 @@ def _umask():
     return mask
 
 
-def save_checkpoint(path, arrays, meta=None):
-    """Write ``arrays`` (name -> array) and ``meta`` to ``path`` atomically.
-
-    The data goes to a temporary file in the same folder, is flushed to disk, and is
-    then renamed over ``path``: a crash leaves either the old file or the new one,
-    never half of one.
-    """
+def atomic_write(path, write):
+    """Create ``path`` atomically: ``write(f)`` fills a temporary file (binary) in the same
+    folder, which is flushed to disk and then renamed over ``path``. A crash leaves either
+    the old file or the new one, never half of one."""
     path = os.fspath(path)
-    if META_KEY in arrays:
-        raise ValueError(f"save_checkpoint: {META_KEY!r} is a reserved name")
-    payload = {k: to_numpy(v) for k, v in arrays.items()}
-    payload[META_KEY] = np.array(json.dumps(meta or {}))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
@@ -48,6 +41,19 @@ def save_checkpoint(path, arrays, meta=None):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path, text):
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_checkpoint(path, arrays, meta=None):
+    """Write ``arrays`` (name -> array) and ``meta`` to ``path`` (see :func:`atomic_write`)."""
+    if META_KEY in arrays:
+        raise ValueError(f"save_checkpoint: {META_KEY!r} is a reserved name")
+    payload = {k: to_numpy(v) for k, v in arrays.items()}
+    payload[META_KEY] = np.array(json.dumps(meta or {}))
+    atomic_write(path, lambda f: np.savez(f, **payload))
 
 
 def load_checkpoint(path):

@@ -124,7 +124,6 @@ def authors_rule(x, m, positive, epoch=1, w_pos=1.0, w_neg=1.0):
     Args: x (B, F, n, n) pre-mask maps; m (B, F, n, n) signed mask; positive (B, F) bool.
     Returns: (B, F, n, n) dL/dx to add to the task gradient.
     """
-    xp = get_array_module(x)
     a, B = AUTHORS_TEMPERATURE, x.shape[0]
     strength = (x * m).mean(axis=(2, 3))  # (B, F)
     flipped = (x * m[::-1, ::-1]).mean(axis=(2, 3))

@@ -38,15 +38,14 @@ Use::
     results = evaluate_runs("runs/toy_birds")         # every net in a run folder
     print(format_table(results))
 """
-import argparse
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .backend import to_device, to_numpy
+from .checkpoint import atomic_write_text
 from .vgg import receptive_field
 
 LANDMARK_GROUPS = ("head", "back", "tail")
@@ -473,16 +472,7 @@ def format_table(results_by_net):
 # ----------------------------------------------------------------------------- run folder
 
 def _write_atomic(path, text):
-    """Write ``text`` to a temp file beside ``path``, then os.replace it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+    atomic_write_text(path, text)
 
 
 def _net_order(name):
@@ -551,10 +541,3 @@ def cmd_evaluate(args):
     print(format_table(results))
     print(f"\nwrote {Path(args.run) / 'evaluation.json'} and evaluation.txt")
     return 0
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="tinyinterp.metrics")
-    add_evaluate_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["evaluate"] + list(argv or []))
-    return args.func(args)

@@ -9,17 +9,15 @@ Resuming (``--resume``) continues from the checkpoint so that an interrupted and
 resumed run ends with the same weights as an uninterrupted one: the data order of
 epoch e is drawn from seed (seed, e), and the dropout generators' states are saved.
 """
-import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .backend import device_module, to_device
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .layers import Dropout
 from .losses import SoftmaxCrossEntropy
 from .optim import SGD
@@ -212,9 +210,7 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
             f"test {row['test_acc']:.3f}  {row['seconds']:.1f}s")
     metrics = {"config": asdict(cfg), "history": history,
                "final": history[-1] if history else None}
-    tmp = out_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1))
-    os.replace(tmp, out_dir / "metrics.json")
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
 
 
@@ -264,10 +260,3 @@ def cmd_train(args):
         f"{k} {v['test_acc']:.3f}" for k, v in summary.items()))
     print(f"run folder: {args.out}")
     return 0
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="tinyinterp.train")
-    add_train_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["train"] + list(argv or []))
-    return args.func(args)

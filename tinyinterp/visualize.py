@@ -26,7 +26,6 @@ is exactly the unit's receptive-field centre ``start + i * jump`` (vgg.receptive
 whenever start = jump / 2 and n * jump = S, as for small_vgg (3x3 convs with padding 1
 and 2x2 pools); tests/test_visualize.py checks it.
 """
-import argparse
 import json
 import math
 from pathlib import Path
@@ -699,16 +698,3 @@ def cmd_visualize(args):
     for path in paths:
         print(path)
     return 0
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="tinyinterp.visualize")
-    add_visualize_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["visualize"] + list(argv or []))
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main(sys.argv[1:]))

@@ -39,14 +39,14 @@ naming the file and line number. Everything returned is NumPy.
 """
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ..checkpoint import atomic_write
 
 # CUB-200-2011's 15 parts, in CUB's part-id order (ids 1..15).
 PART_NAMES = (
@@ -439,20 +439,12 @@ def _cache_key(root, args, cache_dir):
 
 
 def _save_cache(path, ds):
-    """Write ``ds`` as one .npz atomically: temp file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: getattr(ds, k) for k in _ARRAY_FIELDS},
-                     class_names=np.array(ds.class_names, dtype=str),
-                     part_names=np.array(ds.part_names, dtype=str),
-                     report=np.array(json.dumps(ds.report)))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``ds`` as one .npz atomically (temp file in the same folder, then os.replace)."""
+    atomic_write(path, lambda f: np.savez(
+        f, **{k: getattr(ds, k) for k in _ARRAY_FIELDS},
+        class_names=np.array(ds.class_names, dtype=str),
+        part_names=np.array(ds.part_names, dtype=str),
+        report=np.array(json.dumps(ds.report))))
 
 
 def _load_cache(path):
