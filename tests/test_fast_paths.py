@@ -1,0 +1,174 @@
+"""The fast paths of layers.py against the readable ones, PyTorch and finite differences.
+
+conv2d_forward/backward take the padded-grid path (im2col.PaddedGrid) for stride-1
+"same" convs (odd kernel, pad = kernel // 2), and maxpool2d_forward/backward a two-step
+path for 2x2 / stride-2 pooling. The random cases of test_layers.py seldom draw exactly
+those geometries, so this file draws only them: values against the naive loops and
+against PyTorch (float64), gradients against central differences, several chunkings of
+the im2col matrix (chunk boundaries anywhere), both branches of the conv backward, and
+inputs in either memory layout.
+"""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from strategies import XP_SETTINGS, distinct_values, seeds
+from tinyinterp import gradcheck, layers
+from tinyinterp.backend import to_numpy
+from tinyinterp.im2col import PaddedGrid
+from tinyinterp.layers import (
+    Conv2d,
+    MaxPool2d,
+    conv2d_backward,
+    conv2d_forward,
+    conv2d_naive,
+    maxpool2d_backward,
+    maxpool2d_forward,
+    maxpool2d_naive,
+)
+
+
+@st.composite
+def same_conv_cases(draw):
+    """(N, C, OC, H, W, KH, KW, seed) for stride 1 and pad = kernel // 2 (odd kernels)."""
+    N, C = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    OC = draw(st.sampled_from([1, 2, 5, 3 * C + 1]))  # 3C + 1 > 3C: the scatter branch
+    KH, KW = draw(st.sampled_from([1, 3, 5])), draw(st.sampled_from([1, 3, 5]))
+    H, W = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    return N, C, OC, H, W, KH, KW, draw(seeds)
+
+
+def arrays(case):
+    N, C, OC, H, W, KH, KW, seed = case
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((N, C, H, W)), rng.standard_normal((OC, C, KH, KW)),
+            rng.standard_normal(OC), rng.standard_normal((N, OC, H, W)))
+
+
+def channel_major(a):
+    """The same values with the channel axis first in memory, as the convs return them."""
+    return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+
+
+@pytest.fixture(params=[None, 1, 7], ids=["chunk-default", "chunk-1", "chunk-7"])
+def chunking(request, monkeypatch):
+    """Default chunks, or chunks of 1 or 7 im2col columns: boundaries everywhere."""
+    if request.param is not None:
+        monkeypatch.setattr(layers, "chunk_columns", lambda rows, itemsize, xp, mib=None: request.param)
+    return request.param
+
+
+@XP_SETTINGS
+@given(case=same_conv_cases(), layout=st.booleans())
+def test_same_conv_matches_naive_and_torch(xp, chunking, case, layout):
+    torch = pytest.importorskip("torch")
+    x, w, b, dout = arrays(case)
+    KH, KW = case[5:7]
+    pad = (KH // 2, KW // 2)
+    if layout:
+        x, dout = channel_major(x), channel_major(dout)
+    y, cache = conv2d_forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), 1, pad)
+    assert cache[0] == "grid"
+    dx, dw, db = conv2d_backward(xp.asarray(dout), cache)
+    np.testing.assert_allclose(to_numpy(y), conv2d_naive(x, w, b, 1, pad), rtol=1e-12, atol=1e-12)
+
+    tx, tw, tb = (torch.tensor(np.ascontiguousarray(a), requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=pad)
+    ty.backward(torch.tensor(np.ascontiguousarray(dout)))
+    for ours, theirs, what in ((y, ty, "y"), (dx, tx.grad, "dx"), (dw, tw.grad, "dW"), (db, tb.grad, "db")):
+        theirs = theirs.detach().numpy()
+        assert ours.shape == theirs.shape, what
+        scale = max(float(np.abs(theirs).max(initial=0.0)), 1e-300)
+        np.testing.assert_allclose(to_numpy(ours), theirs, rtol=1e-10, atol=1e-10 * scale, err_msg=what)
+
+
+@XP_SETTINGS
+@given(case=same_conv_cases())
+def test_same_conv_gradcheck(xp, case):
+    x, w, b, _ = arrays(case)
+    N, C, OC, H, W, KH, KW, seed = case
+    layer = Conv2d(C, OC, (KH, KW), padding=(KH // 2, KW // 2))
+    layer.params["W"], layer.params["b"] = xp.asarray(w), xp.asarray(b)
+    result = gradcheck.check_layer(layer, xp.asarray(x), seed=seed)
+    assert result.max_rel_error < gradcheck.TOLERANCE, str(result)
+
+
+@pytest.mark.parametrize("C, OC", [(3, 32), (4, 4)])  # the scatter and the gather branch
+def test_same_conv_float32_and_dout_untouched(xp, C, OC):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, C, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((OC, C, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(OC).astype(np.float32)
+    dout_np = rng.standard_normal((2, OC, 6, 5)).astype(np.float32)
+    dout = xp.asarray(dout_np)
+    y, cache = conv2d_forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), 1, 1)
+    grads = conv2d_backward(dout, cache)
+    assert y.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
+    np.testing.assert_array_equal(to_numpy(dout), dout_np)
+    expected = conv2d_naive(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, 1)
+    np.testing.assert_allclose(to_numpy(y), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_padded_grid_round_trip_and_zeros(xp):
+    a = xp.asarray(np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5) + 1)
+    g = PaddedGrid(3, 4, 5, 1, 2)
+    grid = g.embed(a)
+    assert grid.shape == (2, (3 + 2) * g.block)
+    inside = grid[:, g.start:g.start + g.length]
+    np.testing.assert_array_equal(to_numpy(g.interior(inside)), to_numpy(a))
+    # every other grid entry is padding: zero
+    assert float(grid.sum()) == float(a.sum()) and int((grid != 0).sum()) == a.size
+    # the pixel at kernel offset (i, j) of pixel (h, w) is offsets[k] away, padding included
+    k = 2 * 5 + 4  # (i, j) = (2, 4) of a 3x5 kernel: one row down, two columns right
+    off = g.offsets(3, 5)[k]
+    flat = g.start + 1 * g.block + 2 * g.row + 1  # image 1, pixel (2, 1)
+    assert float(grid[0, flat + off]) == float(a[0, 1, 3, 3])
+
+
+@XP_SETTINGS
+@given(N=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(2, 9), W=st.integers(2, 9),
+       seed=seeds, layout=st.booleans())
+def test_maxpool2x2_matches_naive_and_torch(xp, N, C, H, W, seed, layout):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    x = distinct_values(rng, (N, C, H, W))  # no ties: both libraries pick the same element
+    if layout:
+        x = channel_major(x)
+    y, cache = maxpool2d_forward(xp.asarray(x), 2)
+    assert cache[0] == "2x2"
+    dout = rng.standard_normal(y.shape)
+    dx = maxpool2d_backward(xp.asarray(dout), cache)
+    np.testing.assert_array_equal(to_numpy(y), maxpool2d_naive(x, 2))
+    tx = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(tx, 2)
+    ty.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(to_numpy(y), ty.detach().numpy())
+    np.testing.assert_array_equal(to_numpy(dx), tx.grad.numpy())
+
+
+@XP_SETTINGS
+@given(seed=seeds, H=st.integers(2, 7), W=st.integers(2, 7))
+def test_maxpool2x2_ties_go_to_the_first_element(xp, seed, H, W):
+    # few distinct values: many ties; the gradient goes to the first max in row-major order
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 1, size=(2, 2, H, W)).astype(np.float32)
+    y, cache = maxpool2d_forward(xp.asarray(x), 2)
+    dx = to_numpy(maxpool2d_backward(xp.asarray(np.ones(y.shape, np.float32)), cache))
+    assert dx.dtype == np.float32
+    expected = np.zeros_like(x)
+    for i in range(H // 2):
+        for j in range(W // 2):
+            window = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2].reshape(2, 2, 4)
+            first = window.argmax(axis=2)  # argmax returns the first maximum
+            for n in range(2):
+                for c in range(2):
+                    di, dj = divmod(int(first[n, c]), 2)
+                    expected[n, c, 2 * i + di, 2 * j + dj] = 1
+    np.testing.assert_array_equal(dx, expected)
+
+
+def test_maxpool2x2_gradcheck(xp):
+    x = distinct_values(np.random.default_rng(3), (2, 3, 5, 6))
+    result = gradcheck.check_layer(MaxPool2d(2), xp.asarray(x), seed=3)
+    assert result.max_rel_error < gradcheck.TOLERANCE, str(result)
