@@ -145,16 +145,16 @@ class PaddedGrid:
             strides=(grid.strides[0], self.block * it, self.row * it, it))
 
 
-def chunk_columns(rows, itemsize, xp, mib=8):
+def chunk_columns(rows, itemsize, xp, mib=4):
     """How many im2col columns of ``rows`` rows to build at a time.
 
     On the CPU, a chunk of a few MiB is still in the cache (L3) when the matrix product
     reads it, and each product is still large enough to keep every core busy. Measured
-    on a 2-core AMD EPYC (benchmarks/README.md): 2 to 16 MiB do about equally well, 0.5
-    MiB and the whole 9x matrix at once are clearly slower. 8 MiB means fewer calls (less
-    Python and thread hand-off per product), which also suffer less when other processes
-    compete for the cores. On a GPU there is no such cache to fit: one chunk of up to
-    256 MiB, i.e. usually the whole matrix.
+    on a 2-core AMD EPYC (benchmarks/README.md): alone, a conv runs about equally well
+    with 2 to 16 MiB, while 0.5 MiB and the whole 9x matrix at once are clearly slower;
+    inside a training step, where other arrays compete for the cache, 4 MiB beat 8 MiB.
+    On a GPU there is no such cache to fit: one chunk of up to 256 MiB, i.e. usually the
+    whole matrix.
     """
     budget = mib * 2**20 if xp.__name__ == "numpy" else 256 * 2**20
     return max(256, int(budget) // (rows * itemsize))
