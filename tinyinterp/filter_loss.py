@@ -149,14 +149,24 @@ def _mean_normalised(u, log_z, member, a):
     return xp.where(mean != 0, r / safe, 0)
 
 
-def _map_buffers(buffers, fn):
-    for k in buffers:  # replaced, not edited: owners re-link after to() / astype()
-        buffers[k] = fn(buffers[k])
+class _Buffered:
+    """State kept in ``buffers`` (saved in checkpoints) follows to(device) and astype(dtype).
+    The arrays are replaced, not edited: owners re-link after to() / astype()."""
+
+    def to(self, device):
+        for k in self.buffers:
+            self.buffers[k] = to_device(self.buffers[k], device)
+        return self
+
+    def astype(self, dtype):
+        for k in self.buffers:
+            self.buffers[k] = self.buffers[k].astype(dtype)
+        return self
 
 
 # ---- the loss object ----
 
-class MutualInformationLoss:
+class MutualInformationLoss(_Buffered):
     """Loss_f = -MI(X; T) per filter (Eq. 1, 2), with Z_T over the batch.
 
     ``forward(x, labels=None, categories=None, *, mask=None, scale=None) -> (F,)`` and
@@ -321,13 +331,6 @@ class MutualInformationLoss:
         seen[...] = 1
         return new + math.log(B)
 
-    def to(self, device):
-        _map_buffers(self.buffers, lambda a: to_device(a, device))
-        return self
-
-    def astype(self, dtype):
-        _map_buffers(self.buffers, lambda a: a.astype(dtype))
-        return self
 
     # -- teaching diagnostics (Eq. 5-7) --
 
@@ -369,7 +372,7 @@ class MutualInformationLoss:
 
 # ---- which category each filter serves (Decisions 9) ----
 
-class FilterCategories:
+class FilterCategories(_Buffered):
     """c_hat(f) = argmax_c EMA over batches of mean_{b in class c} sum_ij x_bf (Decisions 9).
 
     The paper's statistic (spatial sum) with the authors' exponential moving average
@@ -424,10 +427,3 @@ class FilterCategories:
         ema, seen = self.buffers["category_ema"], self.buffers["category_seen"]
         return xp.where(seen > 0, ema, -xp.inf).argmax(axis=1)  # all -inf rows give 0
 
-    def to(self, device):
-        _map_buffers(self.buffers, lambda a: to_device(a, device))
-        return self
-
-    def astype(self, dtype):
-        _map_buffers(self.buffers, lambda a: a.astype(dtype))
-        return self
