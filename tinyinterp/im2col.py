@@ -148,16 +148,17 @@ class PaddedGrid:
 def chunk_columns(rows, itemsize, xp, mib=4):
     """How many im2col columns of ``rows`` rows to build at a time.
 
-    On the CPU, a chunk of a few MiB is still in the cache (L3) when the matrix product
-    reads it, and each product is still large enough to keep every core busy. Measured
-    on a 2-core AMD EPYC (benchmarks/README.md): alone, a conv runs about equally well
-    with 2 to 16 MiB, while 0.5 MiB and the whole 9x matrix at once are clearly slower;
-    inside a training step, where other arrays compete for the cache, 4 MiB beat 8 MiB.
-    On a GPU there is no such cache to fit: one chunk of up to 256 MiB, i.e. usually the
-    whole matrix.
+    On the CPU: about ``mib`` MiB, so the chunk is still in the cache (L3) when the
+    matrix product reads it, but at least 4096 columns, so each product is still wide
+    enough to keep every core busy (with 9*128 rows that wins over staying in the cache).
+    Measured on a 2-core AMD EPYC (benchmarks/README.md): 0.5 MiB and the whole 9x matrix
+    at once are clearly slower, 2 to 16 MiB are close; in training steps 4 MiB did better
+    than 8. On a GPU there is no such cache to fit: one chunk of up to 256 MiB, i.e.
+    usually the whole matrix.
     """
-    budget = mib * 2**20 if xp.__name__ == "numpy" else 256 * 2**20
-    return max(256, int(budget) // (rows * itemsize))
+    if xp.__name__ != "numpy":
+        return max(1, 256 * 2**20 // (rows * itemsize))
+    return max(4096, int(mib * 2**20) // (rows * itemsize))
 
 
 def grid_columns(grid, offsets, start, length, chunk, ones_row=False):

@@ -195,7 +195,7 @@ def _same_conv_backward(dout, g, grid, weight, dtype):
         dbias = dy.reshape(OC, -1).sum(axis=1)
         dxg = xp.zeros_like(grid)  # the scatter target: every grid position, margins too
         dw = xp.zeros((OC, K * C), dtype=dtype)  # columns in (k, c) order
-        per = max(1, chunk_columns(K * C, grid.itemsize, xp) // (H * W))  # images per chunk
+        per = max(1, chunk_columns(K * C, grid.itemsize, xp, mib=8) // (H * W))  # images per chunk
         for n0 in range(0, N, per):
             n1 = min(n0 + per, N)
             dyc = dy[:, n0:n1].reshape(OC, -1)  # dy at the pixels only: no gaps to skip
