@@ -152,9 +152,9 @@ def chunk_columns(rows, itemsize, xp, mib=4):
     matrix product reads it, but at least 4096 columns, so each product is still wide
     enough to keep every core busy (with 9*128 rows that wins over staying in the cache).
     Measured on a 2-core AMD EPYC (benchmarks/README.md): 0.5 MiB and the whole 9x matrix
-    at once are clearly slower, 2 to 16 MiB are close; in training steps 4 MiB did better
-    than 8. On a GPU there is no such cache to fit: one chunk of up to 256 MiB, i.e.
-    usually the whole matrix.
+    at once are clearly slower, 2 to 16 MiB are within the noise of each other. On a GPU
+    there is no such cache to fit: one chunk of up to 256 MiB, i.e. usually the whole
+    matrix.
     """
     if xp.__name__ != "numpy":
         return max(1, 256 * 2**20 // (rows * itemsize))
