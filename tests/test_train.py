@@ -95,3 +95,58 @@ def test_cli_trains_both_nets(tmp_path, capsys):
     assert "ordinary epoch   1/1" in out and "interpretable epoch   1/1" in out
     assert (tmp_path / "ordinary" / "checkpoint.npz").exists()
     assert (tmp_path / "interpretable" / "metrics.json").exists()
+
+
+def test_init_from_copies_every_parameter_of_an_ordinary_net(tmp_path):
+    train_one(tiny_config(epochs=1), tmp_path / "pre", log=lambda *_: None)
+    source, _, _ = load_run(tmp_path / "pre")
+    cfg = tiny_config(interpretable=True, init_from=str(tmp_path / "pre" / "checkpoint.npz"))
+    model = ti.train.build_model(cfg, source.num_classes)
+    fresh = [{k: v.copy() for k, v in layer.params.items()} for layer in model.layers if layer.params]
+    ti.train.init_weights_from(model, cfg.init_from)
+    src = [layer.params for layer in source.layers if layer.params]
+    dst = [layer.params for layer in model.layers if layer.params]
+    assert len(src) == len(dst) == len(fresh) > 0
+    for a, b, f in zip(src, dst, fresh):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+            assert not np.array_equal(f[k], b[k]) or not f[k].any()  # really overwritten
+
+
+def test_init_from_refuses_a_net_of_another_shape(tmp_path):
+    train_one(tiny_config(epochs=1), tmp_path / "pre", log=lambda *_: None)
+    cfg = tiny_config(top_channels=8, init_from=str(tmp_path / "pre" / "checkpoint.npz"))
+    with pytest.raises(ValueError, match="init_from .*checkpoint.npz.*shape"):
+        train_one(cfg, tmp_path / "ft", log=lambda *_: None)
+
+
+def test_fine_tune_starts_from_the_pretrained_accuracy(tmp_path):
+    """Stage 2 with lr 0 keeps the pretrained weights: its ordinary net scores exactly the
+    pretrained net's test accuracy (a fresh net would not, but could by chance; the
+    weights are compared too)."""
+    pre = train_one(tiny_config(epochs=2), tmp_path / "pre", log=lambda *_: None)
+    cfg = tiny_config(epochs=1, lr=0.0, warmup_epochs=0, init_from=str(tmp_path / "pre" / "checkpoint.npz"))
+    ft = train_one(cfg, tmp_path / "ft", log=lambda *_: None)
+    assert ft["final"]["test_acc"] == pre["final"]["test_acc"]
+    a, b = weights(tmp_path / "pre"), weights(tmp_path / "ft")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_cli_finetune_protocol_writes_all_three_nets(tmp_path, capsys):
+    from tinyinterp.__main__ import main
+
+    rc = main(["train", "--size", "32", "--epochs", "1", "--pretrain-epochs", "1",
+               "--images-per-class", "4", "--batch-size", "8", "--out", str(tmp_path),
+               "--protocol", "finetune", "--mask", "centroid", "--filter-loss", "authors",
+               "--lam", "3"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "stage 1" in out and "stage 2" in out
+    for net in ("pretrained", "ordinary", "interpretable"):
+        assert (tmp_path / net / "checkpoint.npz").exists(), net
+    _, cfg, _ = load_run(tmp_path / "interpretable")
+    assert cfg.init_from == str(tmp_path / "pretrained" / "checkpoint.npz")
+    assert cfg.warmup_epochs == 0 and cfg.lr == ti.train.RECIPE["finetune_lr"]
+    assert cfg.mask_options["mode"] == "centroid" and cfg.mask_options["lam"] == 3
+    assert cfg.mask_options["gradient"] == "authors"

@@ -188,3 +188,20 @@ def test_filter_figure_takes_given_filter_ids(run_root):
     assert b.height - a.height == vz.CELL + 3  # one more row of cells
     with pytest.raises(ValueError):
         vz.filter_figure({"a": model}, test, mean, std, "middle")
+
+
+def test_fine_tuned_run_curves_continue_the_pretrained_epochs(tmp_path):
+    base = dict(data=str(TOY_BIRDS), size=32, widths=[4], top_channels=6, batch_size=8,
+                images_per_class=4)
+    train_one(TrainConfig(epochs=2, **base), tmp_path / "pretrained", log=lambda *_: None)
+    init = str(tmp_path / "pretrained" / "checkpoint.npz")
+    for kind in ("ordinary", "interpretable"):
+        train_one(TrainConfig(epochs=1, init_from=init, interpretable=kind == "interpretable", **base),
+                  tmp_path / kind, log=lambda *_: None)
+    assert list(vz._net_dirs(tmp_path)) == ["ordinary", "interpretable"]
+    assert list(vz._net_dirs(tmp_path, pretrained=True)) == ["ordinary", "interpretable", "pretrained"]
+    histories = {name: vz._history(d) for name, d in vz._net_dirs(tmp_path, pretrained=True).items()}
+    assert vz._epoch_offset(histories["interpretable"][1], histories) == 2
+    assert vz._epoch_offset(histories["pretrained"][1], histories) == 0
+    with Image.open(vz.visualize_runs(tmp_path, images=2, filters=1)[-1]) as im:
+        assert im.size[0] > 100

@@ -9,6 +9,7 @@ Resuming (``--resume``) continues from the checkpoint so that an interrupted and
 resumed run ends with the same weights as an uninterrupted one: the data order of
 epoch e is drawn from seed (seed, e), and the dropout generators' states are saved.
 """
+import argparse
 import json
 import math
 import sys
@@ -43,9 +44,16 @@ class TrainConfig:
     widths: list = field(default_factory=lambda: [32, 64, 128])
     top_channels: int = 128
     interpretable: bool = False
-    mask_options: dict = field(default_factory=dict)
+    mask_options: dict = field(default_factory=dict)  # InterpretableMask keyword arguments
+    init_from: str = None  # a checkpoint whose conv/fc weights start this net (two-stage protocol)
     seed: int = 0
     device: str = "cpu"
+
+
+# The command line's default recipe (README, "Recipe study"); TrainConfig.mask_options
+# stays {} so that library users get InterpretableMask's own defaults.
+RECIPE = {"protocol": "scratch", "pretrain_epochs": 12, "finetune_lr": 1e-3, "mask": "argmax",
+          "filter_loss": "exact", "scale_normalise": False, "lambda0": 1e-4, "lam": None}
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,6 +77,26 @@ def build_model(cfg, num_classes):
                      top_channels=cfg.top_channels, dropout=cfg.dropout,
                      interpretable=cfg.interpretable, seed=cfg.seed,
                      mask_options=cfg.mask_options)
+
+
+def init_weights_from(model, ckpt, device="cpu"):
+    """Copy the weights of the net saved in ``ckpt`` into ``model`` (stage 2 of the paper's
+    protocol: an ordinary net trained first, then the masks added and the whole net
+    fine-tuned). The two nets must have the same parameter layers in the same order;
+    mask layers have no parameters, so an ordinary checkpoint fits an interpretable
+    net. Buffers (filter categories, running log Z) start fresh."""
+    source, _, _ = load_run(Path(ckpt).parent)
+    src = [layer for layer in source.layers if layer.params]
+    dst = [layer for layer in model.layers if layer.params]
+    if len(src) != len(dst):
+        raise ValueError(f"init_from {ckpt}: {len(src)} parameter layers, this net has {len(dst)}")
+    for a, b in zip(src, dst):
+        for name, value in a.params.items():
+            if b.params[name].shape != value.shape:
+                raise ValueError(f"init_from {ckpt}: {a!r}.{name} has shape {value.shape}, "
+                                 f"this net's {b!r} needs {b.params[name].shape}")
+            b.params[name][...] = to_device(value, device)
+    return model
 
 
 def learning_rate(cfg, step, steps_per_epoch):
@@ -163,11 +191,13 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
         meta = load_training_state(ckpt, model, opt)
         history, start = meta["history"], meta["epoch"]
         log(f"resumed {ckpt} at epoch {start}")
+    elif cfg.init_from:
+        init_weights_from(model, cfg.init_from, cfg.device)
     criterion = SoftmaxCrossEntropy()
     steps = math.ceil(len(train) / cfg.batch_size)
     kind = "interpretable" if cfg.interpretable else "ordinary"
     for epoch in range(start, cfg.epochs):
-        t0, task_sum, filt_sum, n_seen = time.time(), 0.0, 0.0, 0
+        t0, task_sum, filt_sum, n_seen, n_right = time.time(), 0.0, 0.0, 0, 0
         for layer in interpretable_layers(model):
             layer.epoch = epoch + 1  # paper: lambda_t ~ 1/t, t counted from 1
         batches = train.batches(cfg.batch_size, seed=(cfg.seed, epoch), shuffle=True, flip=True,
@@ -191,13 +221,16 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
             model.backward(criterion.backward())
             opt.lr = learning_rate(cfg, epoch * steps + i, steps)
             opt.step(model.grads())
+            n_right += int((logits.argmax(axis=1) == labels).sum())
             task_sum += loss * len(labels)
             filt_sum += filt * len(labels)
             n_seen += len(labels)
             progress(i + 1, steps, extra=f"loss {task_sum / n_seen:.3f}")
         row = {"epoch": epoch + 1, "task_loss": task_sum / n_seen, "filter_loss": filt_sum / n_seen,
                "lambda": [float(layer.last_lambda) for layer in interpretable_layers(model)],
-               "train_acc": accuracy(model, train, mean, std, cfg.device),
+               # on the epoch's training batches as they were seen (flipped, dropout on):
+               # a second pass over the training set would cost as much as the test pass
+               "train_acc": n_right / n_seen,
                "test_acc": accuracy(model, test, mean, std, cfg.device),
                "seconds": time.time() - t0}
         history.append(row)
@@ -226,7 +259,8 @@ def add_train_parser(sub):
     p.add_argument("--crop", choices=["box", "whole"], default=d.crop,
                    help="input: the bird's box enlarged by 10%% (default, as the paper's CUB "
                         "protocol) or the whole image")
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help="epochs from scratch; with --protocol finetune: fine-tuning epochs")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -234,28 +268,69 @@ def add_train_parser(sub):
     p.add_argument("--nets", choices=["both", "ordinary", "interpretable"], default="both")
     p.add_argument("--out", default="runs/toy_birds", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    g = p.add_argument_group("recipe (see the README's recipe study)")
+    g.add_argument("--protocol", choices=["scratch", "finetune"], default=RECIPE["protocol"],
+                   help="scratch: both nets from random weights; finetune (paper): an ordinary "
+                        "net first (OUT/pretrained), then the ordinary net (fair baseline) and "
+                        "the interpretable net both fine-tuned from it")
+    g.add_argument("--pretrain-epochs", type=int, default=RECIPE["pretrain_epochs"],
+                   help="finetune: epochs of the ordinary net (at --lr, warm-up + cosine)")
+    g.add_argument("--pretrained", help="finetune: start from this checkpoint instead of "
+                                        "training OUT/pretrained")
+    g.add_argument("--finetune-lr", type=float, default=RECIPE["finetune_lr"],
+                   help="finetune: learning rate of stage 2 (cosine, no warm-up)")
+    g.add_argument("--mask", choices=["argmax", "centroid"], default=RECIPE["mask"],
+                   help="mu_hat: the argmax (paper) or the rounded centroid (authors' code)")
+    g.add_argument("--filter-loss", choices=["exact", "paper", "authors"], default=RECIPE["filter_loss"],
+                   help="gradient of the filter loss: exact -MI, paper's Eq. 4, or the authors' "
+                        "released-code rule")
+    g.add_argument("--scale-normalise", action=argparse.BooleanOptionalAction,
+                   default=RECIPE["scale_normalise"], help="filter loss on maps divided by their batch scale")
+    g.add_argument("--lambda0", type=float, default=RECIPE["lambda0"],
+                   help="lambda_t = lambda0 * mean max x / t (exact and paper gradients)")
+    g.add_argument("--lam", type=float, default=RECIPE["lam"],
+                   help="a fixed lambda instead of the schedule (authors' rule: its multiplier)")
     p.set_defaults(func=cmd_train)
+
+
+def mask_options_from(args):
+    """The InterpretableMask keywords a command line asks for."""
+    opts = {"mode": args.mask, "gradient": args.filter_loss, "scale_normalise": args.scale_normalise,
+            "lambda0": args.lambda0}
+    if args.lam is not None:
+        opts["lam"] = args.lam
+    return opts
 
 
 def cmd_train(args):
     crop = args.crop
     base = TrainConfig(data=args.data, classes=args.classes, images_per_class=args.images_per_class,
                        size=args.size, crop=crop, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       seed=args.seed, device=args.device)
+                       seed=args.seed, device=args.device, mask_options=mask_options_from(args))
     data = load_data(base)
     ds = data[0]
     print(f"data: {args.data}: {len(ds.class_ids)} classes, {len(data[1])} train / "
           f"{len(data[2])} test images at {base.size} px ({crop} crop); report {ds.report}")
     kinds = ["ordinary", "interpretable"] if args.nets == "both" else [args.nets]
-    summary = {}
-    for kind in kinds:
-        cfg = TrainConfig(**{**asdict(base), "interpretable": kind == "interpretable"})
-        try:
-            metrics = train_one(cfg, Path(args.out) / kind, data=data, resume=args.resume)
-        except TrainingDiverged as e:
-            print(f"\nstopped: {e}")
-            return 2
-        summary[kind] = metrics["final"]
+    out = Path(args.out)
+    try:
+        if args.protocol == "finetune":
+            pretrained = args.pretrained
+            if not pretrained:
+                print(f"stage 1: the ordinary net, {args.pretrain_epochs} epochs -> {out / 'pretrained'}")
+                stage1 = TrainConfig(**{**asdict(base), "epochs": args.pretrain_epochs})
+                train_one(stage1, out / "pretrained", data=data, resume=args.resume)
+                pretrained = str(out / "pretrained" / "checkpoint.npz")
+            print(f"stage 2: fine-tune from {pretrained}, {args.epochs} epochs at lr {args.finetune_lr}")
+            base = TrainConfig(**{**asdict(base), "lr": args.finetune_lr, "warmup_epochs": 0,
+                                  "init_from": pretrained})
+        summary = {}
+        for kind in kinds:
+            cfg = TrainConfig(**{**asdict(base), "interpretable": kind == "interpretable"})
+            summary[kind] = train_one(cfg, out / kind, data=data, resume=args.resume)["final"]
+    except TrainingDiverged as e:
+        print(f"\nstopped: {e}")
+        return 2
     print("\nsummary (test accuracy): " + ", ".join(
         f"{k} {v['test_acc']:.3f}" for k, v in summary.items()))
     print(f"run folder: {args.out}")

@@ -557,23 +557,36 @@ def plot(series, title, size=(330, 250), xlabel="epoch", empty="no data", ylim=N
     return im
 
 
-def _net_dirs(run_root):
-    """{name: folder} of the nets under ``run_root`` (ordinary, interpretable, then others)."""
+def _net_dirs(run_root, pretrained=False):
+    """{name: folder} of the nets under ``run_root`` (ordinary, interpretable, then others).
+    The stage-1 net of a fine-tuned run (``pretrained/``) only with ``pretrained=True``:
+    beside the two fine-tuned nets its maps would only repeat the ordinary net's."""
     run_root = Path(run_root)
     found = {p.name: p for p in sorted(run_root.iterdir())
-             if p.is_dir() and (p / "checkpoint.npz").exists()} if run_root.is_dir() else {}
+             if p.is_dir() and (p / "checkpoint.npz").exists()
+             and (pretrained or p.name != "pretrained")} if run_root.is_dir() else {}
     order = [k for k in ("ordinary", "interpretable") if k in found]
     return {k: found[k] for k in order + [k for k in found if k not in order]}
 
 
 def _history(net_dir):
-    """Per-epoch rows from metrics.json, else from the checkpoint (an unfinished run)."""
+    """(per-epoch rows, config) from metrics.json, else from the checkpoint (an unfinished run)."""
     metrics = Path(net_dir) / "metrics.json"
     if metrics.exists():
-        return json.loads(metrics.read_text())["history"]
+        saved = json.loads(metrics.read_text())
+        return saved["history"], saved.get("config", {})
     from .checkpoint import load_checkpoint
 
-    return load_checkpoint(Path(net_dir) / "checkpoint.npz")[1].get("history", [])
+    meta = load_checkpoint(Path(net_dir) / "checkpoint.npz")[1]
+    return meta.get("history", []), meta.get("config", {})
+
+
+def _epoch_offset(config, histories):
+    """A fine-tuned net's epochs continue those of the run it started from (init_from),
+    when that run is a sibling folder (the two-stage protocol's ``pretrained/``)."""
+    init = config.get("init_from")
+    parent = Path(init).parent.name if init else None
+    return len(histories[parent][0]) if parent in histories else 0
 
 
 def _net_colour(name, k):
@@ -583,13 +596,14 @@ def _net_colour(name, k):
 def curves_figure(run_root):
     """Training curves of every net under ``run_root``: task loss, filter loss (nets with
     interpretable layers only) and train (dashed) / test (solid) accuracy per epoch."""
-    histories = {name: _history(d) for name, d in _net_dirs(run_root).items()}
+    histories = {name: _history(d) for name, d in _net_dirs(run_root, pretrained=True).items()}
     if not histories:
         raise FileNotFoundError(f"curves_figure: no <net>/checkpoint.npz under {run_root}")
     task, filt, acc = [], [], []
-    for k, (name, hist) in enumerate(histories.items()):
+    for k, (name, (hist, config)) in enumerate(histories.items()):
         c = _net_colour(name, k)
-        xs = [row["epoch"] for row in hist]
+        offset = _epoch_offset(config, histories)
+        xs = [row["epoch"] + offset for row in hist]
         task.append((xs, [row["task_loss"] for row in hist], c, False))
         if any(row.get("lambda") for row in hist):
             filt.append((xs, [row["filter_loss"] for row in hist], c, False))
@@ -607,7 +621,7 @@ def curves_figure(run_root):
         c = _net_colour(name, k)
         draw.line((x, 13, x + 22, 13), fill=c, width=3)
         draw.ellipse((x + 8, 10, x + 14, 16), fill=c)
-        label = f"{name} ({len(histories[name])} epochs)"
+        label = f"{name} ({len(histories[name][0])} epochs)"
         draw.text((x + 28, 13), label, fill=BLACK, font=small, anchor="lm")
         x += 28 + text_width(label, small) + 24
     draw.text((body.width - 8, 13), Path(run_root).name, fill=GREY, font=small, anchor="rm")
