@@ -64,10 +64,11 @@ def job_command(out, data, seed, recipe):
     folder, scratch_epochs, ft_epochs = DATASETS[data]
     protocol, nets, extra = RECIPES[recipe]
     cmd = [sys.executable, "-m", "tinyinterp", "train", "--data", str(folder), "--seed", str(seed),
-           "--nets", nets, "--out", str(run_dir(out, data, seed, recipe)), "--resume"] + extra
+           "--nets", nets, "--out", str(run_dir(out, data, seed, recipe)), "--resume",
+           "--no-report"] + extra
     if protocol == "finetune":
         pre = run_dir(out, data, seed, "scratch") / "ordinary" / "checkpoint.npz"
-        cmd += ["--protocol", "finetune", "--pretrained", str(pre), "--epochs", str(ft_epochs)]
+        cmd += ["--protocol", "finetune", "--pretrained", str(pre), "--finetune-epochs", str(ft_epochs)]
     else:
         cmd += ["--protocol", "scratch", "--epochs", str(scratch_epochs)]
     return cmd
@@ -172,6 +173,7 @@ def seed_values(out, data, seed, recipe, net):
         v[layer] = L["instability"]
         v[layer + "_ctl"] = L["control"]
         v[layer + "_to_ctl"] = L["ratio"]
+        v[layer + "_below8"] = L["tracking"]["below_0.8"]
         v[layer + "_below"] = L["tracking"]["below_0.9"]
         v[layer + "_centre"] = L["centre_share"]
     base = _load(out, data, seed, baseline_recipe(recipe))[0].get("ordinary")
@@ -198,7 +200,8 @@ COLUMNS = [  # header, key, format
     ("top conv", "top", ".3f"), ("its control", "top_ctl", ".3f"),
     ("top / baseline", "top_to_base", ".2f"), ("new conv", "new", ".3f"),
     ("its control", "new_ctl", ".3f"), ("new / baseline", "new_to_base", ".2f"),
-    ("filters < 0.9x control (top / new)", None, None), ("new-conv centre share", "new_centre", ".2f"),
+    ("filters < 0.8x control (top / new)", "_below8", None),
+    ("filters < 0.9x control (top / new)", "_below", None), ("new-conv centre share", "new_centre", ".2f"),
 ]
 
 
@@ -224,8 +227,8 @@ def markdown_table(out, data, seeds, recipes):
     for recipe, net, n, stopped, vals in table_rows(out, data, seeds, recipes):
         cells = []
         for _, key, spec in COLUMNS:
-            if key is None:
-                top, new = vals.get("top_below", []), vals.get("new_below", [])
+            if spec is None:
+                top, new = vals.get("top" + key, []), vals.get("new" + key, [])
                 cells.append(f"{sum(top) / len(top):.1f} / {sum(new) / len(new):.1f}" if top else "-")
             else:
                 cells.append(_stat(vals.get(key, []), spec))

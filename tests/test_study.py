@@ -26,7 +26,9 @@ def test_fine_tune_command_starts_from_the_scratch_ordinary_net(tmp_path):
     pre = Path(cmd[cmd.index("--pretrained") + 1])
     assert pre == tmp_path / "toy" / "s1" / "scratch" / "ordinary" / "checkpoint.npz"
     assert cmd[cmd.index("--filter-loss") + 1] == "authors"
-    assert cmd[cmd.index("--epochs") + 1] == str(rs.DATASETS["toy"][2])
+    assert cmd[cmd.index("--finetune-epochs") + 1] == str(rs.DATASETS["toy"][2])
+    scratch = rs.job_command(tmp_path, "real", 0, "scratch")
+    assert scratch[scratch.index("--epochs") + 1] == str(rs.DATASETS["real"][1])
 
 
 def fake_run(root, recipe, seed, nets, acc, inst, epochs=2, finished=True):
@@ -37,7 +39,7 @@ def fake_run(root, recipe, seed, nets, acc, inst, epochs=2, finished=True):
         hist = [{"epoch": e + 1} for e in range(epochs if finished else epochs - 1)]
         (folder / net / "metrics.json").write_text(json.dumps({"config": {"epochs": epochs}, "history": hist}))
         layer = {"instability": x, "control": x + 0.01, "ratio": x / (x + 0.01), "centre_share": 0.25,
-                 "tracking": {"below_0.9": 2}}
+                 "tracking": {"below_0.8": 1, "below_0.9": 2}}
         evaluation[net] = {"accuracy": a, "layers": {"top": layer, "new": layer}}
     (folder / "evaluation.json").write_text(json.dumps(evaluation))
 

@@ -85,16 +85,23 @@ def test_truncated_checkpoint_is_refused_with_its_name(tmp_path):
         load_run(tmp_path)
 
 
-def test_cli_trains_both_nets(tmp_path, capsys):
+def test_cli_main_command_trains_evaluates_and_draws(tmp_path, capsys):
     from tinyinterp.__main__ import main
 
-    rc = main(["train", "--size", "32", "--epochs", "1", "--images-per-class", "4",
-               "--batch-size", "8", "--out", str(tmp_path)])
+    rc = main(["train", "--size", "32", "--epochs", "1", "--finetune-epochs", "1",
+               "--images-per-class", "4", "--batch-size", "8", "--out", str(tmp_path)])
     assert rc == 0
     out = capsys.readouterr().out
     assert "ordinary epoch   1/1" in out and "interpretable epoch   1/1" in out
+    assert "stage 1" in out and "stage 2" in out
     assert (tmp_path / "ordinary" / "checkpoint.npz").exists()
     assert (tmp_path / "interpretable" / "metrics.json").exists()
+    # the report: the evaluation table and the pictures, as evaluate / visualize write them
+    assert "instability" in out and (tmp_path / "evaluation.json").exists()
+    nets = {"pretrained", "ordinary", "interpretable"}  # the default protocol has two stages
+    assert set(json.loads((tmp_path / "evaluation.json").read_text())) == nets
+    assert (tmp_path / "pictures" / "curves.png").exists()
+    assert (tmp_path / "pictures" / "filters_new.png").exists()
 
 
 def test_init_from_copies_every_parameter_of_an_ordinary_net(tmp_path):
@@ -136,10 +143,10 @@ def test_fine_tune_starts_from_the_pretrained_accuracy(tmp_path):
 def test_cli_finetune_protocol_writes_all_three_nets(tmp_path, capsys):
     from tinyinterp.__main__ import main
 
-    rc = main(["train", "--size", "32", "--epochs", "1", "--pretrain-epochs", "1",
+    rc = main(["train", "--size", "32", "--epochs", "2", "--finetune-epochs", "1",
                "--images-per-class", "4", "--batch-size", "8", "--out", str(tmp_path),
                "--protocol", "finetune", "--mask", "centroid", "--filter-loss", "authors",
-               "--lam", "3"])
+               "--lam", "3", "--no-report"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "stage 1" in out and "stage 2" in out
@@ -147,6 +154,19 @@ def test_cli_finetune_protocol_writes_all_three_nets(tmp_path, capsys):
         assert (tmp_path / net / "checkpoint.npz").exists(), net
     _, cfg, _ = load_run(tmp_path / "interpretable")
     assert cfg.init_from == str(tmp_path / "pretrained" / "checkpoint.npz")
-    assert cfg.warmup_epochs == 0 and cfg.lr == ti.train.RECIPE["finetune_lr"]
+    assert cfg.warmup_epochs == 0 and cfg.lr == ti.train.RECIPE["finetune_lr"] and cfg.epochs == 1
+    assert load_run(tmp_path / "pretrained")[1].epochs == 2
     assert cfg.mask_options["mode"] == "centroid" and cfg.mask_options["lam"] == 3
     assert cfg.mask_options["gradient"] == "authors"
+    assert not (tmp_path / "pictures").exists() and not (tmp_path / "evaluation.json").exists()
+
+
+def test_cli_scratch_protocol_trains_both_nets_from_random_weights(tmp_path):
+    from tinyinterp.__main__ import main
+
+    rc = main(["train", "--size", "32", "--epochs", "1", "--images-per-class", "4", "--batch-size", "8",
+               "--out", str(tmp_path), "--protocol", "scratch", "--no-report"])
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["interpretable", "ordinary"]
+    for net in ("ordinary", "interpretable"):
+        assert load_run(tmp_path / net)[1].init_from is None

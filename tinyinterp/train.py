@@ -52,7 +52,7 @@ class TrainConfig:
 
 # The command line's default recipe (README, "Recipe study"); TrainConfig.mask_options
 # stays {} so that library users get InterpretableMask's own defaults.
-RECIPE = {"protocol": "scratch", "pretrain_epochs": 12, "finetune_lr": 1e-3, "mask": "argmax",
+RECIPE = {"protocol": "finetune", "finetune_epochs": 6, "finetune_lr": 1e-3, "mask": "argmax",
           "filter_loss": "exact", "scale_normalise": False, "lambda0": 1e-4, "lam": None}
 
 
@@ -217,7 +217,8 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
                     else "no checkpoint was written yet"
                 raise TrainingDiverged(
                     f"{kind}: the loss became {loss} (filter loss {filt}) at epoch {epoch + 1}, "
-                    f"step {i + 1}; {kept}. Try a smaller --lr.")
+                    f"step {i + 1}; {kept}. Try a smaller --lr"
+                    + (" or a weaker filter loss (--lambda0, --lam)." if cfg.interpretable else "."))
             model.backward(criterion.backward())
             opt.lr = learning_rate(cfg, epoch * steps + i, steps)
             opt.step(model.grads())
@@ -260,7 +261,7 @@ def add_train_parser(sub):
                    help="input: the bird's box enlarged by 10%% (default, as the paper's CUB "
                         "protocol) or the whole image")
     p.add_argument("--epochs", type=int, default=d.epochs,
-                   help="epochs from scratch; with --protocol finetune: fine-tuning epochs")
+                   help="epochs from random weights (with --protocol finetune: of stage 1)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -268,13 +269,15 @@ def add_train_parser(sub):
     p.add_argument("--nets", choices=["both", "ordinary", "interpretable"], default="both")
     p.add_argument("--out", default="runs/toy_birds", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="skip the evaluation table and the pictures after training")
     g = p.add_argument_group("recipe (see the README's recipe study)")
     g.add_argument("--protocol", choices=["scratch", "finetune"], default=RECIPE["protocol"],
                    help="scratch: both nets from random weights; finetune (paper): an ordinary "
                         "net first (OUT/pretrained), then the ordinary net (fair baseline) and "
                         "the interpretable net both fine-tuned from it")
-    g.add_argument("--pretrain-epochs", type=int, default=RECIPE["pretrain_epochs"],
-                   help="finetune: epochs of the ordinary net (at --lr, warm-up + cosine)")
+    g.add_argument("--finetune-epochs", type=int, default=RECIPE["finetune_epochs"],
+                   help="finetune: epochs of stage 2")
     g.add_argument("--pretrained", help="finetune: start from this checkpoint instead of "
                                         "training OUT/pretrained")
     g.add_argument("--finetune-lr", type=float, default=RECIPE["finetune_lr"],
@@ -317,13 +320,13 @@ def cmd_train(args):
         if args.protocol == "finetune":
             pretrained = args.pretrained
             if not pretrained:
-                print(f"stage 1: the ordinary net, {args.pretrain_epochs} epochs -> {out / 'pretrained'}")
-                stage1 = TrainConfig(**{**asdict(base), "epochs": args.pretrain_epochs})
-                train_one(stage1, out / "pretrained", data=data, resume=args.resume)
+                print(f"stage 1: the ordinary net, {args.epochs} epochs -> {out / 'pretrained'}")
+                train_one(base, out / "pretrained", data=data, resume=args.resume)
                 pretrained = str(out / "pretrained" / "checkpoint.npz")
-            print(f"stage 2: fine-tune from {pretrained}, {args.epochs} epochs at lr {args.finetune_lr}")
-            base = TrainConfig(**{**asdict(base), "lr": args.finetune_lr, "warmup_epochs": 0,
-                                  "init_from": pretrained})
+            print(f"stage 2: fine-tune from {pretrained}, {args.finetune_epochs} epochs at lr "
+                  f"{args.finetune_lr}, ordinary (the fair baseline) and interpretable")
+            base = TrainConfig(**{**asdict(base), "epochs": args.finetune_epochs, "lr": args.finetune_lr,
+                                  "warmup_epochs": 0, "init_from": pretrained})
         summary = {}
         for kind in kinds:
             cfg = TrainConfig(**{**asdict(base), "interpretable": kind == "interpretable"})
@@ -333,5 +336,18 @@ def cmd_train(args):
         return 2
     print("\nsummary (test accuracy): " + ", ".join(
         f"{k} {v['test_acc']:.3f}" for k, v in summary.items()))
+    if args.report:
+        report(out, args.device)
     print(f"run folder: {args.out}")
     return 0
+
+
+def report(run_root, device="cpu"):
+    """What ``evaluate RUN`` and ``visualize RUN`` do, run after training."""
+    from .metrics import evaluate_runs, format_table
+    from .visualize import visualize_runs
+
+    print("\n" + format_table(evaluate_runs(run_root, device=device)))
+    paths = visualize_runs(run_root, device=device)
+    print(f"\nwrote {Path(run_root) / 'evaluation.json'} and {len(paths)} pictures in "
+          f"{Path(run_root) / 'pictures'}")
