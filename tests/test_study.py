@@ -15,9 +15,15 @@ def test_every_fine_tune_runs_after_its_pretrained_net():
     for i, (data, seed, recipe) in enumerate(order):
         if recipe.startswith("ft"):
             assert order.index((data, seed, "scratch")) < i
-    screened = [j for j in order if j[0] == "real" and j[2] in rs.SCREEN_ONLY["real"]]
-    assert {seed for _, seed, _ in screened} == {0}
     assert sum(1 for j in order if j[0] == "toy") == 3 * len(rs.RECIPES)
+
+
+def test_screened_recipes_run_on_the_first_seed_only(monkeypatch):
+    monkeypatch.setattr(rs, "SCREEN_ONLY", {"real": {"ft-authors", "scratch-authors"}})
+    order = rs.jobs_in_order(["toy", "real"], [0, 1, 2], list(rs.RECIPES))
+    screened = [j for j in order if j[0] == "real" and j[2] in rs.SCREEN_ONLY["real"]]
+    assert sorted(screened) == [("real", 0, "ft-authors"), ("real", 0, "scratch-authors")]
+    assert ("toy", 2, "ft-authors") in order
 
 
 def test_fine_tune_command_starts_from_the_scratch_ordinary_net(tmp_path):
