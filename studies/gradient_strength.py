@@ -8,7 +8,7 @@ conv's and the new conv's mask, the mean |gradient| at the mask input from the t
     python -m tinyinterp train --nets ordinary --out runs/toy_birds
     python studies/gradient_strength.py runs/toy_birds/ordinary
 
-The study's strengths were chosen with it: a ratio of about 1-4 in epoch 1.
+The study's strengths were chosen with it: a ratio of about 1.5-5 at the top conv in epoch 1.
 """
 import argparse
 import sys

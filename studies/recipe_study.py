@@ -33,8 +33,9 @@ DATASETS = {
     "real": (ROOT.parent / "shared" / "cub_real_subset", 40, 15),
 }
 # recipe: (protocol, nets, extra train flags). Strengths: the filter-loss gradient at the
-# mask input is about 1-4x the task gradient in epoch 1 on a trained ordinary net, except
-# exact-MI at lambda0 1e-4 (the inert library default, ~1e-4x).
+# top conv's mask input is about 1.5-5x the task gradient in epoch 1 on a trained ordinary
+# net (studies/gradient_strength.py), except exact-MI at lambda0 1e-4 (the inert library
+# default, ~2e-4x).
 RECIPES = {
     "scratch": ("scratch", "both", []),
     "scratch-exact-l1": ("scratch", "interpretable", ["--lambda0", "1"]),
