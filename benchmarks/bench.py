@@ -172,30 +172,27 @@ class TinyinterpCases:
             def timed_step():
                 # the step of Sequential.forward/backward, layer by layer, with the time
                 # spent inside the mask layers added up (synchronised on a GPU)
-                in_masks = 0.0
+                in_masks = [0.0]
+
+                def call(layer, method, h):
+                    if layer not in masks:
+                        return method(h)
+                    self.sync()
+                    t = time.perf_counter()
+                    h = method(h)
+                    self.sync()
+                    in_masks[0] += time.perf_counter() - t
+                    return h
+
                 h = x
                 for layer in model.layers:
-                    if layer in masks:
-                        self.sync()
-                        t = time.perf_counter()
-                        h = layer.forward(h)
-                        self.sync()
-                        in_masks += time.perf_counter() - t
-                    else:
-                        h = layer.forward(h)
+                    h = call(layer, layer.forward, h)
                 loss.forward(h, labels)
                 d = loss.backward()
                 for layer in reversed(model.layers):
-                    if layer in masks:
-                        self.sync()
-                        t = time.perf_counter()
-                        d = layer.backward(d)
-                        self.sync()
-                        in_masks += time.perf_counter() - t
-                    else:
-                        d = layer.backward(d)
+                    d = call(layer, layer.backward, d)
                 opt.step(model.grads())
-                return {"masks": in_masks}
+                return {"masks": in_masks[0]}
             return timed_step
         if kind == "mask":
             layer = ti.InterpretableMask(case["F"], case["n"], num_classes=NUM_CLASSES)

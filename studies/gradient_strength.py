@@ -5,8 +5,8 @@ one training batch (epoch 1, so lambda_t = lambda0 * mean max x) and prints, for
 conv's and the new conv's mask, the mean |gradient| at the mask input from the task loss
 (through the mask) and from lambda * filter loss, and their ratio::
 
-    python -m tinyinterp train --nets ordinary --out runs/toy_birds
-    python studies/gradient_strength.py runs/toy_birds/ordinary
+    python -m tinyinterp train --protocol scratch --nets ordinary --no-report --out runs/strength
+    python studies/gradient_strength.py runs/strength/ordinary
 
 The study's strengths were chosen with it: a ratio of about 1.5-5 at the top conv in epoch 1.
 """

@@ -156,7 +156,7 @@ def baseline_recipe(recipe):
 
 
 def seed_values(out, data, seed, recipe, net):
-    """One net of one run: None if it never ran; {"stopped": True} if it did not finish
+    """One net of one run: None if it never ran; {"unfinished": True} if it did not finish
     (diverged); else accuracy, instability and controls per layer, and the changes
     against the fair baseline of the same seed."""
     evaluation, metrics = _load(out, data, seed, recipe)
@@ -165,9 +165,9 @@ def seed_values(out, data, seed, recipe, net):
     hist = metrics.get(net, {}).get("history", [])
     epochs = metrics.get(net, {}).get("config", {}).get("epochs")
     if net not in evaluation or not epochs or len(hist) < epochs:
-        return {"stopped": True}
+        return {"unfinished": True}
     e = evaluation[net]
-    v = {"stopped": False, "acc": e["accuracy"]}
+    v = {"unfinished": False, "acc": e["accuracy"]}
     for layer in ("top", "new"):
         L = e["layers"][layer]
         v[layer] = L["instability"]
@@ -206,7 +206,7 @@ COLUMNS = [  # header, key, format
 
 
 def table_rows(out, data, seeds, recipes):
-    """[(recipe, net, seeds run, seeds stopped, {key: [value per finished seed]})]."""
+    """[(recipe, net, seeds run, seeds unfinished, {key: [value per finished seed]})]."""
     rows = []
     for recipe in recipes:
         for net in ("ordinary", "interpretable"):
@@ -214,7 +214,7 @@ def table_rows(out, data, seeds, recipes):
             per_seed = [v for v in per_seed if v is not None]
             if not per_seed:
                 continue
-            done = [v for v in per_seed if not v["stopped"]]
+            done = [v for v in per_seed if not v["unfinished"]]
             keys = {k for v in done for k in v}
             rows.append((recipe, net, len(per_seed), len(per_seed) - len(done),
                          {k: [v.get(k) for v in done] for k in keys}))
@@ -224,7 +224,7 @@ def table_rows(out, data, seeds, recipes):
 def markdown_table(out, data, seeds, recipes):
     lines = ["| recipe | net | seeds | " + " | ".join(h for h, _, _ in COLUMNS) + " |",
              "|---" * (len(COLUMNS) + 3) + "|"]
-    for recipe, net, n, stopped, vals in table_rows(out, data, seeds, recipes):
+    for recipe, net, n, unfinished, vals in table_rows(out, data, seeds, recipes):
         cells = []
         for _, key, spec in COLUMNS:
             if spec is None:
@@ -232,7 +232,7 @@ def markdown_table(out, data, seeds, recipes):
                 cells.append(f"{sum(top) / len(top):.1f} / {sum(new) / len(new):.1f}" if top else "-")
             else:
                 cells.append(_stat(vals.get(key, []), spec))
-        seeds_cell = f"{n}" + (f" ({stopped} unfinished)" if stopped else "")
+        seeds_cell = f"{n}" + (f" ({unfinished} unfinished)" if unfinished else "")
         lines.append(f"| {recipe} | {net} | {seeds_cell} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -331,7 +331,6 @@ class MutualInformationLoss(_Buffered):
         seen[...] = 1
         return new + math.log(B)
 
-
     # -- teaching diagnostics (Eq. 5-7) --
 
     def mi_terms(self, x, scale=None):
@@ -426,4 +425,3 @@ class FilterCategories(_Buffered):
         xp = get_array_module(self.buffers["category_ema"])
         ema, seen = self.buffers["category_ema"], self.buffers["category_seen"]
         return xp.where(seen > 0, ema, -xp.inf).argmax(axis=1)  # all -inf rows give 0
-

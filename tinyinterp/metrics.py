@@ -471,10 +471,6 @@ def format_table(results_by_net):
 
 # ----------------------------------------------------------------------------- run folder
 
-def _write_atomic(path, text):
-    atomic_write_text(path, text)
-
-
 def _net_order(name):
     known = ("ordinary", "interpretable")
     return (known.index(name), "") if name in known else (len(known), name)
@@ -511,8 +507,8 @@ def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0):
                              device=device, top_k=top_k, seed=seed)
         res["split"], res["run_dir"] = split, str(run_dir)
         results[run_dir.name] = res
-    _write_atomic(root / "evaluation.json", json.dumps(results, indent=1, allow_nan=False))
-    _write_atomic(root / "evaluation.txt", format_table(results) + "\n")
+    atomic_write_text(root / "evaluation.json", json.dumps(results, indent=1, allow_nan=False))
+    atomic_write_text(root / "evaluation.txt", format_table(results) + "\n")
     return results
 
 

@@ -1,9 +1,14 @@
-"""Training: ``python -m tinyinterp train`` (defaults: the bundled toy birds, both nets).
+"""Training: ``python -m tinyinterp train`` (defaults: the bundled toy birds, both nets,
+the paper's two-stage protocol).
 
-One run folder per net (``runs/<name>/<ordinary|interpretable>/``) holds:
+A run folder ``runs/<name>/`` holds one folder per net: ``pretrained/`` (stage 1, the
+ordinary net from random weights; only with ``--protocol finetune``), ``ordinary/`` and
+``interpretable/``. Each holds:
     checkpoint.npz   weights, optimiser state, RNG states and config (atomic, no pickle)
     metrics.json     one entry per epoch, plus the final summary
-and the console shows a progress bar within each epoch and one line per epoch.
+and the console shows a progress bar within each epoch and one line per epoch. After
+training, the command writes the run's evaluation (evaluation.json / .txt) and pictures
+(pictures/*.png), unless ``--no-report``.
 
 Resuming (``--resume``) continues from the checkpoint so that an interrupted and
 resumed run ends with the same weights as an uninterrupted one: the data order of
