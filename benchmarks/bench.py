@@ -165,7 +165,7 @@ class TinyinterpCases:
             if not interp:
                 def step():
                     loss.forward(model.forward(x), labels)
-                    model.backward(loss.backward())
+                    model.backward(loss.backward(), input_grad=False)
                     opt.step(model.grads())
                 return step
 
@@ -189,8 +189,9 @@ class TinyinterpCases:
                     h = call(layer, layer.forward, h)
                 loss.forward(h, labels)
                 d = loss.backward()
-                for layer in reversed(model.layers):
+                for layer in reversed(model.layers[1:]):
                     d = call(layer, layer.backward, d)
+                model.layers[0].backward_params(d)  # as Sequential.backward(d, input_grad=False)
                 opt.step(model.grads())
                 return {"masks": in_masks[0]}
             return timed_step

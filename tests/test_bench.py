@@ -74,3 +74,23 @@ def test_bench_gpu_skips_cleanly_without_a_gpu(tmp_path):
     proc, doc = run_bench(tmp_path, "--device", "gpu")
     assert "skipping the GPU benchmark" in proc.stdout
     assert doc["device"] == "gpu" and doc["skipped"]
+
+
+def test_ab_step_times_two_checkouts_in_one_process(tmp_path):
+    # the same checkout as A and B, tiny sizes: a smoke test of the script, not of speed
+    script = ROOT / "benchmarks" / "ab_step.py"
+    proc = subprocess.run([sys.executable, str(script), str(ROOT), str(ROOT), "--steps", "2",
+                           "--warmup", "0", "--sizes", "2x16"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    step = [line for line in proc.stdout.splitlines() if line.strip().startswith("step")]
+    assert len(step) == 1
+    a, b = (float(v) for v in step[0].split()[1:3])
+    assert a > 0 and b > 0
+
+
+def test_ab_step_refuses_a_folder_without_tinyinterp(tmp_path):
+    script = ROOT / "benchmarks" / "ab_step.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(ROOT)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode != 0 and "no tinyinterp package" in proc.stderr

@@ -5,8 +5,10 @@ conv2d_forward/backward take the padded-grid path (im2col.PaddedGrid) for stride
 path for 2x2 / stride-2 pooling. The random cases of test_layers.py seldom draw exactly
 those geometries, so this file draws only them: values against the naive loops and
 against PyTorch (float64), gradients against central differences, several chunkings of
-the im2col matrix (chunk boundaries anywhere), both branches of the conv backward, and
-inputs in either memory layout.
+the im2col matrix (chunk boundaries anywhere), both layouts of that matrix (every kernel
+offset stacked, or one kernel row with its rows summed after the product) in the
+forward and in the backward, the weight gradient without dx, and inputs in either
+memory layout.
 """
 import numpy as np
 import pytest
@@ -33,7 +35,9 @@ from tinyinterp.layers import (
 def same_conv_cases(draw):
     """(N, C, OC, H, W, KH, KW, seed) for stride 1 and pad = kernel // 2 (odd kernels)."""
     N, C = draw(st.integers(1, 3)), draw(st.integers(1, 4))
-    OC = draw(st.sampled_from([1, 2, 5, 3 * C + 1]))  # 3C + 1 > 3C: the scatter branch
+    # OC < KW * C: kernel rows summed in the forward, stacked in the backward's dx conv
+    # (whose input has OC channels); 3C + 1 and up the other way round (for KW <= 3)
+    OC = draw(st.sampled_from([1, 2, 5, 3 * C + 1]))
     KH, KW = draw(st.sampled_from([1, 3, 5])), draw(st.sampled_from([1, 3, 5]))
     H, W = draw(st.integers(1, 7)), draw(st.integers(1, 7))
     return N, C, OC, H, W, KH, KW, draw(seeds)
@@ -72,6 +76,11 @@ def test_same_conv_matches_naive_and_torch(xp, chunking, case, layout):
     assert cache[0] == "grid"
     dx, dw, db = conv2d_backward(xp.asarray(dout), cache)
     np.testing.assert_allclose(to_numpy(y), conv2d_naive(x, w, b, 1, pad), rtol=1e-12, atol=1e-12)
+    # without dx, dW comes from x's im2col instead of dout's: the same numbers
+    none, dw2, db2 = conv2d_backward(xp.asarray(dout), cache, input_grad=False)
+    assert none is None
+    np.testing.assert_allclose(to_numpy(dw2), to_numpy(dw), rtol=1e-10, atol=1e-10 * float(abs(dw).max()))
+    np.testing.assert_array_equal(to_numpy(db2), to_numpy(db))
 
     tx, tw, tb = (torch.tensor(np.ascontiguousarray(a), requires_grad=True) for a in (x, w, b))
     ty = torch.nn.functional.conv2d(tx, tw, tb, padding=pad)
@@ -94,7 +103,20 @@ def test_same_conv_gradcheck(xp, case):
     assert result.max_rel_error < gradcheck.TOLERANCE, str(result)
 
 
-@pytest.mark.parametrize("C, OC", [(3, 32), (4, 4)])  # the scatter and the gather branch
+@pytest.mark.parametrize("C, OC, layouts", [(3, 32, ("stacked", "summed")), (4, 4, ("summed", "summed")),
+                                            (32, 3, ("summed", "stacked"))])
+def test_grid_layout_is_the_cheaper_one(C, OC, layouts):
+    # summing kernel rows costs (KH-1)*OC rows of additions, stacking them (KH-1)*KW*C
+    # copied rows: the forward conv maps C -> OC channels, the backward's dx conv OC -> C
+    g = PaddedGrid(2, 6, 6, 1, 1)
+    forward, backward = layers._grid_layout(g, C, OC, 3, 3), layers._grid_layout(g, OC, C, 3, 3)
+    assert tuple("summed" if lay[0] else "stacked" for lay in (forward, backward)) == layouts
+    assert forward[0] or (forward[2], forward[3]) == (1, 0)  # stacked: one block, no halo
+    summed = forward if forward[0] else backward
+    assert summed[2] == 3 and summed[3] == g.row and summed[1] == [-1, 0, 1]
+
+
+@pytest.mark.parametrize("C, OC", [(3, 32), (4, 4), (32, 3)])  # both layouts, both ways round
 def test_same_conv_float32_and_dout_untouched(xp, C, OC):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, C, 6, 5)).astype(np.float32)

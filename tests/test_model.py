@@ -62,6 +62,37 @@ def test_forward_backward_equal_manual_composition(xp):
             np.testing.assert_array_equal(to_numpy(grads[f"{i}.{k}"]), to_numpy(v))
 
 
+@pytest.mark.parametrize("first", ["conv", "linear", "relu"])
+def test_backward_without_input_grad_sets_the_same_grads(xp, first):
+    # training passes input_grad=False: the first layer computes only its parameter
+    # gradients (Conv2d skips dx; other layers run their backward and drop dx)
+    head = {"conv": [], "linear": [Flatten(), Linear(72, 2 * 6 * 6, rng=9)], "relu": [ReLU()]}[first]
+    reshape = [] if first == "conv" else [Reshape((2, 6, 6))] if first == "linear" else []
+    x, dout = inputs(xp)
+    grads, dxs = [], []
+    for input_grad in (True, False):
+        model = on(xp, Sequential(*head, *reshape, *make_layers()).astype(np.float64))
+        model.forward(x)
+        dxs.append(model.backward(dout, input_grad=input_grad))
+        grads.append({k: to_numpy(v) for k, v in model.grads().items()})
+    assert dxs[0] is not None and dxs[0].shape == x.shape and dxs[1] is None
+    assert list(grads[0]) == list(grads[1]) and len(grads[0]) >= 6
+    for k in grads[0]:
+        np.testing.assert_allclose(grads[1][k], grads[0][k], rtol=1e-12, atol=1e-12, err_msg=k)
+
+
+class Reshape(Flatten):
+    """(N, D) -> (N, *shape): lets a Linear layer come first in the test above."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        return x.reshape(x.shape[0], *self.shape)
+
+
 def test_call_is_forward(xp):
     model = on(xp, Sequential(*make_layers()).eval())
     x, _ = inputs(xp)

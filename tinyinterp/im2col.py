@@ -98,8 +98,10 @@ def col2im(col, input_shape, SH, SW, PH, PW):
 # - 1 extra work: 3% at 64x64, 13% at 16x16, 27% at 8x8.
 #
 # The grid is 1.06x the input where im2col is 9x, so a conv can keep it for its backward,
-# and the 9x matrix is built a few thousand columns at a time (``grid_columns``), each
-# chunk used while it is still in the CPU cache.
+# and the im2col matrix is built a few thousand columns at a time (``grid_columns``), each
+# chunk used while it is still in the CPU cache. A conv with many input channels builds
+# only one kernel row's offsets (3x instead of 9x for a 3x3 kernel) and sums the kernel
+# rows after the product instead (``layers._grid_conv``).
 
 class PaddedGrid:
     """Geometry of the padded grid of an (N, H, W) batch with padding (PH, PW)."""
@@ -134,50 +136,44 @@ class PaddedGrid:
         C = values.shape[0]
         return values.reshape(C, self.N, self.H + self.PH, self.W + self.PW)[:, :, :self.H, :self.W]
 
-    def pixels(self, grid, offset, n0, n1):
-        """(C, n1 - n0, H, W) view of a grid at the pixels of images [n0, n1), each shifted
-        by ``offset``: entry [c, n, h, w] is grid[c, flat index of (n0 + n, h, w) + offset]."""
-        xp = get_array_module(grid)
-        first = grid[:, self.start + n0 * self.block + offset:]
-        it = grid.itemsize
-        return xp.lib.stride_tricks.as_strided(
-            first, shape=(grid.shape[0], n1 - n0, self.H, self.W),
-            strides=(grid.strides[0], self.block * it, self.row * it, it))
 
-
-def chunk_columns(rows, itemsize, xp, mib=4):
+def chunk_columns(rows, itemsize, xp, mib=2):
     """How many im2col columns of ``rows`` rows to build at a time.
 
-    On the CPU: about ``mib`` MiB, so the chunk is still in the cache (L3) when the
-    matrix product reads it, but at least 4096 columns, so each product is still wide
-    enough to keep every core busy (with 9*128 rows that wins over staying in the cache).
-    Measured on a 2-core AMD EPYC (benchmarks/README.md): 0.5 MiB and the whole 9x matrix
-    at once are clearly slower, 2 to 16 MiB are within the noise of each other. On a GPU
-    there is no such cache to fit: one chunk of up to 256 MiB, i.e. usually the whole
-    matrix.
+    On the CPU: about ``mib`` MiB, so the chunk is still in the cache when the matrix
+    product reads it, but at least 2048 columns, so each product is still wide enough to
+    keep every core busy. Measured on a 2-core AMD EPYC (benchmarks/README.md): 0.5 MiB
+    and the whole matrix at once are clearly slower, 1 to 4 MiB are within the noise of
+    each other. On a GPU there is no such cache to fit: one chunk of up to 256 MiB, i.e.
+    usually the whole matrix.
     """
     if xp.__name__ != "numpy":
         return max(1, 256 * 2**20 // (rows * itemsize))
-    return max(4096, int(mib * 2**20) // (rows * itemsize))
+    return max(2048, int(mib * 2**20) // (rows * itemsize))
 
 
-def grid_columns(grid, offsets, start, length, chunk, ones_row=False):
-    """Yield (s, e, col): col[k*C + c, t] = grid[c, start + offsets[k] + s + t], t < e - s.
+def grid_columns(grid, offsets, start, length, chunk, halo=0, ones_row=False):
+    """Yield (s, e, col): col[k*C + c, q] = grid[c, start + offsets[k] + s - halo + q].
 
-    The im2col matrix of the grid positions start + [s, e), built ``chunk`` columns at a
-    time into one reused buffer (so use col before asking for the next chunk). With
-    ``ones_row``, col has one more row, all ones: a weight matrix with the bias as its
-    last column then adds the bias inside the product.
+    The im2col matrix of the grid positions start + [s - halo, e + halo), i.e.
+    e - s + 2*halo columns, built ``chunk`` positions at a time into one reused buffer (so
+    use col before asking for the next chunk). A conv that stacks every kernel offset in
+    the matrix needs no halo; one that sums its kernel rows after the product needs the
+    rows above and below the chunk (see layers.py). With ``ones_row``, col has one more
+    row, all ones: a weight matrix with the bias as its last column then adds the bias
+    inside the product.
     """
     xp = get_array_module(grid)
     C = grid.shape[0]
     rows = len(offsets) * C
-    buf = xp.empty((rows + ones_row, min(chunk, length)), dtype=grid.dtype)
+    buf = xp.empty((rows + ones_row, min(chunk, length) + 2 * halo), dtype=grid.dtype)
     if ones_row:
         buf[rows] = 1
     for s in range(0, length, chunk):
         e = min(s + chunk, length)
-        col = buf[:, :e - s]
+        n = e - s + 2 * halo
+        col = buf[:, :n]
         for k, off in enumerate(offsets):
-            col[k * C:(k + 1) * C] = grid[:, start + off + s:start + off + e]
+            first = start + off + s - halo
+            col[k * C:(k + 1) * C] = grid[:, first:first + n]
         yield s, e, col

@@ -41,6 +41,11 @@ class Layer:
     def backward(self, dout):
         raise NotImplementedError
 
+    def backward_params(self, dout):
+        """Only the parameter gradients, no dL/dx: all that the first layer of a net needs,
+        whose input is the data. Layers that can skip the work of dx override this."""
+        self.backward(dout)
+
     def __call__(self, x):
         return self.forward(x)
 
@@ -75,10 +80,10 @@ class Layer:
 # Two implementations of the same function, chosen by the conv's geometry:
 #
 # - stride 1 and "same" padding (odd kernel, pad = kernel // 2; every conv of the small
-#   VGG): the padded grid of im2col.py. Forward is im2col (built from shifted rows of the
-#   grid, a cache-sized chunk at a time) times the weights; the backward never builds
-#   col2im: dx is the same kind of product, a convolution of dout with the transposed,
-#   flipped weights (the flip is the negated shifts), and dW comes from the same chunk.
+#   VGG): the padded grid of im2col.py (``_grid_conv``). The im2col matrix is built from
+#   shifted rows of the grid, a cache-sized chunk at a time, and multiplied by the weights.
+#   The backward never builds col2im: dx is the same kind of conv, of dout with the
+#   transposed, flipped weights, and dW comes from the same chunk of dout's im2col.
 # - anything else (strides, other paddings): plain im2col and col2im, as in lesson 02.
 #
 # Both keep the channel axis first in memory: y is returned as a (N, OC, H, W) view of a
@@ -99,6 +104,56 @@ def _matmul_into(a, b, out):
         out[...] = a @ b
 
 
+def _grid_layout(g, C, OC, KH, KW):
+    """(summed, offsets, blocks, halo) of the im2col matrix of ``_grid_conv``."""
+    if KH > 1 and OC < KW * C:  # sum the kernel rows after the product
+        return True, [j - g.PW for j in range(KW)], KH, g.PH * g.row
+    return False, g.offsets(KH, KW), 1, 0  # stack every kernel offset in the matrix
+
+
+def _grid_conv(grid, g, weight, bias, out, each_chunk=None):
+    """out[o, p] = sum_{c, i, j} weight[o, c, i, j] grid[c, p + off_ij] (+ bias[o]) at every
+    image grid position p (``g.start + p``), where off_ij = (i - PH) * row + (j - PW).
+
+    Two ways to lay out the im2col matrix, chosen by which costs fewer copied rows:
+    - stack all KH*KW offsets (KH*KW*C rows): out is one product, W (OC, KH*KW*C) @ col;
+    - stack only the KW offsets of one kernel row (KW*C rows, over the chunk and PH image
+      rows above and below it, the ``halo``), multiply by all kernel rows at once,
+      P = W (KH*OC, KW*C) @ col, and add the KH blocks of P shifted by i image rows:
+      out[:, t] = sum_i P[i*OC:(i+1)*OC, t + i*row]. That copies KH times fewer input
+      rows into the matrix for (KH-1)*OC rows of additions; with C = OC = 32 and a 3x3
+      kernel, 96 copied rows and 64 added instead of 288 copied.
+    ``each_chunk(s, e, col, blocks)`` (the backward's weight gradient) sees each chunk;
+    ``blocks`` is KH when the kernel rows were summed, else 1.
+    """
+    xp = get_array_module(grid)
+    OC, C, KH, KW = weight.shape
+    R = g.row
+    summed, offsets, blocks, halo = _grid_layout(g, C, OC, KH, KW)
+    if summed:
+        wmat = weight.transpose(2, 0, 3, 1).reshape(KH * OC, KW * C)  # [(i, o), (j, c)]
+    else:
+        wmat = weight.transpose(0, 2, 3, 1).reshape(OC, KH * KW * C)  # [o, (i, j, c)]
+    if bias is not None:  # an extra column: the bias meets col's row of ones (once, block 0)
+        column = xp.zeros((blocks * OC, 1), dtype=wmat.dtype)
+        column[:OC, 0] = bias
+        wmat = xp.concatenate([wmat, column], axis=1)
+    chunk = chunk_columns(wmat.shape[1], grid.itemsize, xp)
+    if summed:
+        prod = xp.empty((KH * OC, min(chunk, g.length) + 2 * halo), dtype=grid.dtype)
+    for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo, bias is not None):
+        if summed:
+            n, p = e - s, prod[:, :col.shape[1]]
+            _matmul_into(wmat, col, p)
+            xp.add(p[:OC, :n], p[OC:2 * OC, R:R + n], out=out[:, s:e])
+            for i in range(2, KH):
+                out[:, s:e] += p[i * OC:(i + 1) * OC, i * R:i * R + n]
+        else:
+            _matmul_into(wmat, col, out[:, s:e])
+        if each_chunk is not None:
+            each_chunk(s, e, col, blocks)
+
+
 def conv2d_forward(x, weight, bias, stride=1, pad=0):
     """y[n, o] = sum_c x_pad[n, c] (*) weight[o, c] + bias[o], as one matrix product.
 
@@ -113,21 +168,18 @@ def conv2d_forward(x, weight, bias, stride=1, pad=0):
     PH, PW = pair(pad)
     xp = get_array_module(x)
     dtype = xp.result_type(x.dtype, weight.dtype)
-    # weight rows in the same (i, j, c) order as the im2col rows
-    w2d = weight.transpose(0, 2, 3, 1).reshape(OC, KH * KW * C).astype(dtype, copy=False)
-    bias = bias.astype(dtype, copy=False)
+    weight, bias = weight.astype(dtype, copy=False), bias.astype(dtype, copy=False)
     if _is_same_conv(KH, KW, SH, SW, PH, PW):
         g = PaddedGrid(N, H, W, PH, PW)
         grid = g.embed(x.transpose(1, 0, 2, 3).astype(dtype, copy=False))  # (C, flat)
         y = xp.empty((OC, g.length), dtype=dtype)  # the conv at every image grid position
-        w2b = xp.concatenate([w2d, bias[:, None]], axis=1)  # the bias meets col's row of ones
-        chunk = chunk_columns(KH * KW * C, grid.itemsize, xp)
-        for s, e, col in grid_columns(grid, g.offsets(KH, KW), g.start, g.length, chunk, ones_row=True):
-            _matmul_into(w2b, col, y[:, s:e])
+        _grid_conv(grid, g, weight, bias, y)
         y = g.interior(y).transpose(1, 0, 2, 3)  # (N, OC, H, W) view of the pixels
         # the grid is all backward needs of x: 1.06x its size (im2col would be 9x)
-        return y, ("grid", g, grid, weight, dtype)
+        return y, ("grid", g, grid, weight)
     OH, OW = conv_out_size(H, KH, SH, PH), conv_out_size(W, KW, SW, PW)
+    # weight rows in the same (i, j, c) order as the im2col rows
+    w2d = weight.transpose(0, 2, 3, 1).reshape(OC, KH * KW * C)
     col = im2col(x.transpose(1, 0, 2, 3), KH, KW, SH, SW, PH, PW)  # (KH, KW, C, N, OH, OW)
     col = col.reshape(KH * KW * C, N * OH * OW).astype(dtype, copy=False)
     y = w2d @ col + bias[:, None]  # (OC, N*OH*OW)
@@ -137,10 +189,13 @@ def conv2d_forward(x, weight, bias, stride=1, pad=0):
     return y, cache
 
 
-def conv2d_backward(dout, cache):
-    """Gradients of conv2d_forward. dout: (N, OC, OH, OW) -> (dx, dweight, dbias)."""
+def conv2d_backward(dout, cache, input_grad=True):
+    """Gradients of conv2d_forward. dout: (N, OC, OH, OW) -> (dx, dweight, dbias).
+
+    With ``input_grad=False`` dx is not computed and comes back as None.
+    """
     if cache[0] == "grid":
-        return _same_conv_backward(dout, *cache[1:])
+        return _same_conv_backward(dout, *cache[1:], input_grad=input_grad)
     _, x_shape, w_shape, col, w2d, (SH, SW), (PH, PW) = cache
     N, C, H, W = x_shape
     OC, _, KH, KW = w_shape
@@ -148,69 +203,67 @@ def conv2d_backward(dout, cache):
     dy = dout.transpose(1, 0, 2, 3).reshape(OC, N * OH * OW).astype(col.dtype, copy=False)
     dbias = dy.sum(axis=1)
     dweight = (dy @ col.T).reshape(OC, KH, KW, C).transpose(0, 3, 1, 2)  # (OC, C, KH, KW)
+    xp = get_array_module(dout)
+    if not input_grad:
+        return None, xp.ascontiguousarray(dweight), dbias
     dcol = (w2d.T @ dy).reshape(KH, KW, C, N, OH, OW)
     dx = col2im(dcol, (C, N, H, W), SH, SW, PH, PW).transpose(1, 0, 2, 3)  # (N, C, H, W)
-    xp = get_array_module(dout)
     return xp.ascontiguousarray(dx), xp.ascontiguousarray(dweight), dbias
 
 
-def _same_conv_backward(dout, g, grid, weight, dtype):
+def _same_conv_backward(dout, g, grid, weight, input_grad=True):
     """Backward of the padded-grid conv.
 
     With dy on the same grid (zeros in the gaps and margins), forward was
-        y[o, p] = sum_k sum_c w[o, c, k] grid[c, p + off_k],
-    so, substituting t = p + off_k,
-        dx[c, t]    = sum_k sum_o w[o, c, k] dy[o, t - off_k]   (a conv of dy: shifts -off_k)
-        dw[o, c, k] = sum_t dy[o, t - off_k] grid[c, t].
-    Two ways to evaluate that, both a chunk of columns at a time:
-    - gather dy (C >= OC / 3, every conv of the VGG but the first): one im2col matrix of
-      dy with the shifts -off_k serves both: dx = (C, K*OC) @ col, dw += col @ grid.T;
-    - gather x, scatter dx (few input channels: the first conv, C = 3): building dy's
-      K*OC rows would cost far more than the products. Instead dw += dy @ xcol.T with x's
-      K*C-row im2col, and dx is col2im on the grid: Z = (K*C, OC) @ dy, and row (k, c) of
-      Z is added into dx[c] shifted by +off_k.
+        y[o, p] = sum_{c, i, j} w[o, c, i, j] grid[c, p + off_ij],
+    so, substituting t = p + off_ij,
+        dx[c, t]       = sum_{o, i, j} w[o, c, i, j] dy[o, t - off_ij]
+        dw[o, c, i, j] = sum_t dy[o, t - off_ij] grid[c, t].
+    As -off_ij = off_(KH-1-i)(KW-1-j), dx is the forward conv of dy with the transposed,
+    flipped weights wf[c, o, i, j] = w[o, c, KH-1-i, KW-1-j], and the im2col chunk that
+    conv builds of dy holds every dy[o, t - off_ij] that dw needs: row (j', o) of block
+    i' (``_grid_conv``; one block of rows (i', j', o) if the rows were stacked) at
+    column t is dy[o, t + off_i'j'], so col @ grid.T gives dw at i = KH-1-i', j = KW-1-j'.
+
+    Without dx (``input_grad=False``), dw is taken the other way round, from the
+    forward's im2col matrix of x: dw[o, c, i, j] = sum_p dy[o, p] grid[c, p + off_ij].
+    That builds x's KH*KW*C rows instead of dy's rows, much less for a first conv of 3
+    channels (which is where training asks for it).
     """
     xp = get_array_module(dout)
     OC, C, KH, KW = weight.shape
-    K = KH * KW
-    offsets = g.offsets(KH, KW)
-    start, length = g.start, g.length
-    if 3 * C >= OC:
-        dy = g.embed(dout.transpose(1, 0, 2, 3).astype(dtype, copy=False))  # (OC, flat)
-        dbias = dy.sum(axis=1)  # the gaps are zeros
-        # wt[c, (k, o)] = w[o, c, k]: the transposed weights; the flip is in the negated shifts
-        wt = weight.transpose(1, 2, 3, 0).reshape(C, K * OC).astype(dtype, copy=False)
-        dx = xp.empty((C, length), dtype=dtype)
-        dw = xp.zeros((K * OC, C), dtype=dtype)  # rows in (k, o) order
-        chunk = chunk_columns(K * OC, dy.itemsize, xp)
-        for s, e, col in grid_columns(dy, [-off for off in offsets], start, length, chunk):
-            _matmul_into(wt, col, dx[:, s:e])
-            dw += col @ grid[:, start + s:start + e].T
-        dweight = dw.reshape(K, OC, C).transpose(1, 2, 0)  # (OC, C, K)
-        dx = g.interior(dx)
-    else:
-        w9t = weight.transpose(2, 3, 1, 0).reshape(K * C, OC).astype(dtype, copy=False)  # rows (k, c)
-        N, H, W = g.N, g.H, g.W
-        dy = dout.transpose(1, 0, 2, 3).astype(dtype, copy=False)  # (OC, N, H, W)
-        dbias = dy.reshape(OC, -1).sum(axis=1)
-        dxg = xp.zeros_like(grid)  # the scatter target: every grid position, margins too
-        dw = xp.zeros((OC, K * C), dtype=dtype)  # columns in (k, c) order
-        per = max(1, chunk_columns(K * C, grid.itemsize, xp, mib=8) // (H * W))  # images per chunk
-        for n0 in range(0, N, per):
-            n1 = min(n0 + per, N)
-            dyc = dy[:, n0:n1].reshape(OC, -1)  # dy at the pixels only: no gaps to skip
-            xcol = xp.empty((K * C, (n1 - n0) * H * W), dtype=dtype)  # x's im2col, pixels only
-            for k, off in enumerate(offsets):
-                xcol[k * C:(k + 1) * C].reshape(C, n1 - n0, H, W)[...] = g.pixels(grid, off, n0, n1)
-            dw += dyc @ xcol.T
-            z = w9t @ dyc  # (K*C, pixels): row (k, c) belongs to the pixel at +off_k
-            for k, off in enumerate(offsets):
-                dxg_k = g.pixels(dxg, off, n0, n1)
-                dxg_k += z[k * C:(k + 1) * C].reshape(C, n1 - n0, H, W)
-        dweight = dw.reshape(OC, K, C).transpose(0, 2, 1)  # (OC, C, K)
-        dx = g.pixels(dxg, 0, 0, N)
-    dweight = xp.ascontiguousarray(dweight.reshape(OC, C, KH, KW))
-    return dx.transpose(1, 0, 2, 3), dweight, dbias  # dx: (N, C, H, W) view of the pixels
+    dtype, R = grid.dtype, g.row
+    dy = g.embed(dout.transpose(1, 0, 2, 3).astype(dtype, copy=False))  # (OC, flat)
+    dbias = dy.sum(axis=1)  # the gaps are zeros
+    if not input_grad:
+        return None, _same_conv_weight_grad(dy, g, grid, KH, KW), dbias
+    flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, OC, KH, KW)
+    dx = xp.empty((C, g.length), dtype=dtype)
+    dw = xp.zeros((KH * KW * OC, C), dtype=dtype)  # rows (i', j', o), flipped
+
+    def weight_grad(s, e, col, blocks):
+        n, x_t, rows = e - s, grid[:, g.start + s:g.start + e].T, col.shape[0]
+        for b in range(blocks):
+            dw[b * rows:(b + 1) * rows] += col[:, b * R:b * R + n] @ x_t
+
+    _grid_conv(dy, g, flipped, None, dx, each_chunk=weight_grad)
+    dweight = dw.reshape(KH, KW, OC, C)[::-1, ::-1].transpose(2, 3, 0, 1)  # (OC, C, KH, KW)
+    return g.interior(dx).transpose(1, 0, 2, 3), xp.ascontiguousarray(dweight), dbias
+
+
+def _same_conv_weight_grad(dy, g, grid, KH, KW):
+    """dw[o, c, i, j] = sum_p dy[o, p] grid[c, p + off_ij], from x's im2col chunks."""
+    xp = get_array_module(dy)
+    OC, C, R = dy.shape[0], grid.shape[0], g.row
+    _, offsets, blocks, halo = _grid_layout(g, C, OC, KH, KW)
+    rows = len(offsets) * C
+    dw = xp.zeros((OC, blocks * rows), dtype=dy.dtype)  # columns (i, j, c) in both layouts
+    chunk = chunk_columns(rows, grid.itemsize, xp)
+    for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo):
+        n, dy_s = e - s, dy[:, g.start + s:g.start + e]
+        for b in range(blocks):  # kernel row b when its rows were summed
+            dw[:, b * rows:(b + 1) * rows] += dy_s @ col[:, b * R:b * R + n].T
+    return xp.ascontiguousarray(dw.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2))
 
 
 def conv2d_naive(x, weight, bias, stride=1, pad=0):
@@ -262,6 +315,9 @@ class Conv2d(Layer):
     def backward(self, dout):
         dx, self.grads["W"], self.grads["b"] = conv2d_backward(dout, self.cache)
         return dx
+
+    def backward_params(self, dout):
+        _, self.grads["W"], self.grads["b"] = conv2d_backward(dout, self.cache, input_grad=False)
 
     def __repr__(self):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={_short(self.kernel_size)}, "

@@ -19,10 +19,19 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, dout):
-        for layer in reversed(self.layers):
+    def backward(self, dout, input_grad=True):
+        """dL/d(input) from dL/d(output), setting every layer's grads on the way.
+
+        ``input_grad=False`` is for training, where the input is data: the first layer
+        then computes only its parameter gradients (``backward_params``), and this
+        returns None.
+        """
+        for layer in reversed(self.layers[1:]):
             dout = layer.backward(dout)
-        return dout
+        if not input_grad:
+            self.layers[0].backward_params(dout)
+            return None
+        return self.layers[0].backward(dout)
 
     def train(self, mode=True):
         self.training = mode

@@ -224,7 +224,7 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
                     f"{kind}: the loss became {loss} (filter loss {filt}) at epoch {epoch + 1}, "
                     f"step {i + 1}; {kept}. Try a smaller --lr"
                     + (" or a weaker filter loss (--lambda0, --lam)." if cfg.interpretable else "."))
-            model.backward(criterion.backward())
+            model.backward(criterion.backward(), input_grad=False)  # the images need no gradient
             opt.lr = learning_rate(cfg, epoch * steps + i, steps)
             opt.step(model.grads())
             n_right += int((logits.argmax(axis=1) == labels).sum())
