@@ -17,7 +17,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
-ALLOWED_IMPORTS = {"tinyinterp", "numpy", "PIL", "os", "pathlib", "sys"}
+ALLOWED_IMPORTS = {"tinyinterp", "numpy", "PIL", "os", "pathlib", "sys", "time"}
 TIMEOUT_S = 120
 
 

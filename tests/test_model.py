@@ -81,6 +81,11 @@ def test_backward_without_input_grad_sets_the_same_grads(xp, first):
         np.testing.assert_allclose(grads[1][k], grads[0][k], rtol=1e-12, atol=1e-12, err_msg=k)
 
 
+def test_empty_sequential_backward_is_the_identity():
+    dout = np.ones((2, 3))
+    assert Sequential().backward(dout) is dout and Sequential().backward(dout, input_grad=False) is None
+
+
 class Reshape(Flatten):
     """(N, D) -> (N, *shape): lets a Linear layer come first in the test above."""
 

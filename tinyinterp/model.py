@@ -26,6 +26,8 @@ class Sequential:
         then computes only its parameter gradients (``backward_params``), and this
         returns None.
         """
+        if not self.layers:  # the identity
+            return dout if input_grad else None
         for layer in reversed(self.layers[1:]):
             dout = layer.backward(dout)
         if not input_grad:
