@@ -556,6 +556,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--no-torch", action="store_true", help="time tinyinterp only")
     parser.add_argument("--only", help="run only the cases whose name contains this text")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 5, --quick 3)")
     parser.add_argument("--worker", choices=["tinyinterp", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -564,6 +565,8 @@ def main(argv=None):
 
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     cfg = sizes(mode)
+    if args.rounds:
+        cfg["rounds"] = args.rounds
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     t0, busy0 = time.perf_counter(), _busy_seconds()
     self_cpu0 = time.process_time()
