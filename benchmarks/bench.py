@@ -6,7 +6,8 @@ What is timed (float32; CPU by default, CuPy / PyTorch CUDA with --device gpu):
 
 - matmul: one large square sgemm, the ceiling every conv is measured against;
 - step: one training step of the plain small VGG (``small_vgg(new_conv=False)``: forward,
-  softmax cross-entropy, backward, SGD with momentum; dropout on in both nets) at batch
+  softmax cross-entropy, backward without the images' gradient (as training and PyTorch's
+  autograd do it), SGD with momentum; dropout on in both nets) at batch
   32 / 64x64 and batch 16 / 112x112;
 - each conv layer of that net (batch 32, 64x64): forward, and backward (dx, dW, db);
 - each max-pool and the largest ReLU, forward and backward;
