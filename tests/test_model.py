@@ -66,12 +66,14 @@ def test_forward_backward_equal_manual_composition(xp):
 def test_backward_without_input_grad_sets_the_same_grads(xp, first):
     # training passes input_grad=False: the first layer computes only its parameter
     # gradients (Conv2d skips dx; other layers run their backward and drop dx)
-    head = {"conv": [], "linear": [Flatten(), Linear(72, 2 * 6 * 6, rng=9)], "relu": [ReLU()]}[first]
-    reshape = [] if first == "conv" else [Reshape((2, 6, 6))] if first == "linear" else []
+    def head():  # fresh layers (same seeds) for each of the two models
+        return {"conv": [], "linear": [Flatten(), Linear(72, 72, rng=9), Reshape((2, 6, 6))],
+                "relu": [ReLU()]}[first]
+
     x, dout = inputs(xp)
     grads, dxs = [], []
     for input_grad in (True, False):
-        model = on(xp, Sequential(*head, *reshape, *make_layers()).astype(np.float64))
+        model = on(xp, Sequential(*head(), *make_layers()).astype(np.float64))
         model.forward(x)
         dxs.append(model.backward(dout, input_grad=input_grad))
         grads.append({k: to_numpy(v) for k, v in model.grads().items()})
