@@ -12,7 +12,9 @@ What you will learn:
 - the backward without col2im: dx is the same kind of conv, of dout with the transposed,
   flipped weights;
 - how much faster ``ti.conv2d_forward`` is than a plain im2col and one matrix product
-  (timed on your machine).
+  (timed on your machine);
+- fusion: the ReLU after a conv done inside the conv (``relu=True``), which is what
+  ``ti.Sequential`` does for every Conv2d that a ReLU follows.
 
 Picture: 12_padded_grid.png, the grid of a tiny batch (pixels, gaps, margins) and the 9
 cells a 3x3 kernel reads around one pixel, in 2-D and along the flat row.
@@ -160,6 +162,24 @@ t_fast = seconds_per_call(lambda x, w, b: ti.conv2d_forward(x, w, b, 1, 1))
 print(f"batch 8, 32 -> 32 channels, 32x32, float32 (your machine): plain im2col {t_plain * 1e3:.1f} ms, "
       f"ti.conv2d_forward {t_fast * 1e3:.1f} ms, ratio {t_plain / max(t_fast, 1e-9):.1f}x")
 # e.g. a 2-core VM: plain im2col ~4 ms, ti.conv2d_forward ~2 ms, ratio ~2x
+
+# ---- 6. fusing the ReLU into the conv ----
+# A ReLU after a conv is one more pass over the conv's whole output, and its backward one
+# more over dout. relu=True does it inside the conv: each chunk of the output is
+# rectified while it is still in the CPU cache, and the backward multiplies dout by the
+# ReLU's mask while it copies dout onto the grid, a copy it makes anyway.
+y_plain, cache_plain = ti.conv2d_forward(x, w, b, 1, 1)
+y_fused, cache_fused = ti.conv2d_forward(x, w, b, 1, 1, relu=True)
+print(bool((y_fused == np.maximum(y_plain, 0)).all()))  # True   the same numbers, bit for bit
+dout = rng.standard_normal(y_plain.shape).astype(np.float32)
+dx_apart, dw_apart, _ = ti.conv2d_backward(dout * (y_plain > 0), cache_plain)  # ReLU's backward first
+dx_fused, dw_fused, _ = ti.conv2d_backward(dout, cache_fused)  # dout is dL/d(ReLU output)
+print(bool((dx_fused == dx_apart).all() and (dw_fused == dw_apart).all()))  # True
+# Sequential fuses each Conv2d with the ReLU right after it; the ReLU stays in the list
+# (same indices, same checkpoint keys) but its own forward never runs:
+net = ti.Sequential(ti.Conv2d(32, 32, 3, padding=1), ti.ReLU())
+net.forward(x)
+print(hasattr(net[1], "mask"), net.fuse)  # False True   (fuse=False runs the layers apart)
 
 # ---- picture: the grid of part 1 and the 9 cells read around pixel 13 ----
 N, H, W = 2, 3, 4

@@ -7,8 +7,8 @@ those geometries, so this file draws only them: values against the naive loops a
 against PyTorch (float64), gradients against central differences, several chunkings of
 the im2col matrix (chunk boundaries anywhere), both layouts of that matrix (every kernel
 offset stacked, or one kernel row with its rows summed after the product) in the
-forward and in the backward, the weight gradient without dx, and inputs in either
-memory layout.
+forward and in the backward, the weight gradient without dx, inputs in either memory
+layout, and the ReLU fused into the conv (``relu=True``) against a conv and then a ReLU.
 """
 import numpy as np
 import pytest
@@ -130,6 +130,44 @@ def test_same_conv_float32_and_dout_untouched(xp, C, OC):
     np.testing.assert_array_equal(to_numpy(dout), dout_np)
     expected = conv2d_naive(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, 1)
     np.testing.assert_allclose(to_numpy(y), expected, rtol=1e-4, atol=1e-4)
+
+
+@XP_SETTINGS
+@given(case=same_conv_cases(), general=st.booleans())
+def test_fused_relu_is_the_conv_then_the_relu(xp, chunking, case, general):
+    # relu=True must give max(y, 0) and, in the backward, the conv's gradients of
+    # dout * (y > 0), bit for bit: the same products in the same order, the ReLU exact.
+    # ``general``: stride 2, the im2col path, which fuses the plain way
+    x, w, b, _ = arrays(case)
+    KH, KW = case[5:7]
+    stride, pad = (2 if general else 1), (KH // 2, KW // 2)
+    x, w, b = xp.asarray(x), xp.asarray(w), xp.asarray(b)
+    y, cache = conv2d_forward(x, w, b, stride, pad)
+    fused, fused_cache = conv2d_forward(x, w, b, stride, pad, relu=True)
+    assert fused_cache[0] == ("im2col" if general else "grid")
+    np.testing.assert_array_equal(to_numpy(fused), np.maximum(to_numpy(y), 0))
+    dout = xp.asarray(np.random.default_rng(case[-1]).standard_normal(y.shape))
+    through_relu = dout * (y > 0)
+    for input_grad in (True, False):
+        expected = conv2d_backward(through_relu, cache, input_grad=input_grad)
+        got = conv2d_backward(dout, fused_cache, input_grad=input_grad)
+        for e, g, what in zip(expected, got, ("dx", "dW", "db")):
+            if e is None:
+                assert g is None
+            else:
+                np.testing.assert_array_equal(to_numpy(g), to_numpy(e), err_msg=what)
+
+
+def test_fused_relu_float32_and_dout_untouched(xp):
+    rng = np.random.default_rng(1)
+    x, w, b = (xp.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((2, 4, 6, 5), (8, 4, 3, 3), (8,)))
+    dout_np = rng.standard_normal((2, 8, 6, 5)).astype(np.float32)
+    dout = xp.asarray(dout_np)
+    y, cache = conv2d_forward(x, w, b, 1, 1, relu=True)
+    grads = conv2d_backward(dout, cache)
+    assert y.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
+    assert float(y.min()) == 0.0 and float(y.max()) > 0.0  # rectified, and not all zero
+    np.testing.assert_array_equal(to_numpy(dout), dout_np)
 
 
 def test_padded_grid_round_trip_and_zeros(xp):

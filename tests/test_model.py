@@ -83,6 +83,51 @@ def test_backward_without_input_grad_sets_the_same_grads(xp, first):
         np.testing.assert_allclose(grads[1][k], grads[0][k], rtol=1e-12, atol=1e-12, err_msg=k)
 
 
+@pytest.mark.parametrize("stride", [1, 2])  # the padded-grid conv and the im2col conv
+def test_fused_conv_relu_equals_the_layers_one_by_one(xp, stride):
+    # Sequential runs a Conv2d and the ReLU after it as one fused step; fuse=False runs
+    # them apart. Same outputs, dx and grads, bit for bit
+    def layers():  # make_layers with the conv swapped; 3x3 maps after a strided conv
+        rest = make_layers()[2:]
+        if stride == 2:
+            rest[2] = Linear(3, 5, rng=1)
+        return [Conv2d(2, 3, 3, stride=stride, padding=1, rng=4), ReLU(), *rest]
+
+    x, _ = inputs(xp)
+    results = []
+    for fuse in (True, False):
+        model = on(xp, Sequential(*layers(), fuse=fuse).astype(np.float64))
+        y = model.forward(x)
+        ran = hasattr(model.layers[1], "mask")  # set by ReLU.forward
+        dx = model.backward(xp.ones_like(y))
+        results.append((ran, to_numpy(y), to_numpy(dx), {k: to_numpy(v) for k, v in model.grads().items()}))
+    (fused_ran, *fused), (apart_ran, *apart) = results
+    assert not fused_ran and apart_ran  # fused: the ReLU's own forward never ran
+    for a, b in zip(fused[:2], apart[:2]):
+        np.testing.assert_array_equal(a, b)
+    assert list(fused[2]) == list(apart[2])
+    for k in fused[2]:
+        np.testing.assert_array_equal(fused[2][k], apart[2][k], err_msg=k)
+
+
+def test_a_relu_subclass_is_not_fused(xp):
+    class LeakyReLU(ReLU):
+        def forward(self, x):
+            self.x = x
+            return xp.where(x > 0, x, 0.1 * x)
+
+        def backward(self, dout):
+            return xp.where(self.x > 0, dout, 0.1 * dout)
+
+    x, _ = inputs(xp)
+    conv = on(xp, Conv2d(2, 3, 3, padding=1).astype(np.float64))
+    model = Sequential(conv, LeakyReLU())
+    y = to_numpy(model.forward(x))
+    plain = to_numpy(conv.forward(x))
+    np.testing.assert_array_equal(y, np.where(plain > 0, plain, 0.1 * plain))
+    assert (y < 0).any()  # the leak shows: not rectified by a fused ReLU
+
+
 def test_empty_sequential_backward_is_the_identity():
     dout = np.ones((2, 3))
     assert Sequential().backward(dout) is dout and Sequential().backward(dout, input_grad=False) is None

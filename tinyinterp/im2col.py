@@ -117,8 +117,10 @@ class PaddedGrid:
         """Flat distance to the pixel at each kernel offset (i, j), in row-major (i, j) order."""
         return [(i - self.PH) * self.row + (j - self.PW) for i in range(KH) for j in range(KW)]
 
-    def embed(self, a):
-        """(C, N, H, W) -> the (C, (N+2)*block) grid: a's pixels in place, zeros elsewhere."""
+    def embed(self, a, mask=None):
+        """(C, N, H, W) -> the (C, (N+2)*block) grid: a's pixels in place, zeros elsewhere.
+
+        With a boolean ``mask`` shaped like a, the pixels are a * mask (same pass)."""
         xp = get_array_module(a)
         C = a.shape[0]
         N, H, W = self.N, self.H, self.W
@@ -128,7 +130,10 @@ class PaddedGrid:
         grid[:, N + 1] = 0
         grid[:, 1:N + 1, H:] = 0
         grid[:, 1:N + 1, :H, W:] = 0
-        grid[:, 1:N + 1, :H, :W] = a
+        if mask is None:
+            grid[:, 1:N + 1, :H, :W] = a
+        else:
+            xp.multiply(a, mask, out=grid[:, 1:N + 1, :H, :W])
         return grid.reshape(C, -1)  # contiguous, so a view
 
     def interior(self, values):
