@@ -111,6 +111,10 @@ class InterpretableMask(Layer):
         check_channels(name, x, self.num_filters)
         if x.shape[2:] != (self.size, self.size):
             raise ValueError(f"{name}: expected maps of {self.size}x{self.size}, got shape {tuple(x.shape)}")
+        # one compact copy first (the same axis order, no gaps): the maps usually arrive as
+        # a strided view of a conv's output on its padded grid, and the mask and the loss
+        # read them several times
+        x = x.copy(order="K")
         out = self.template_mask.forward(x)
         self._loss_ready = self.training
         if self.training:
