@@ -179,7 +179,7 @@ print(bool((dx_fused == dx_apart).all() and (dw_fused == dw_apart).all()))  # Tr
 # (same indices, same checkpoint keys) but its own forward never runs:
 net = ti.Sequential(ti.Conv2d(32, 32, 3, padding=1), ti.ReLU())
 net.forward(x)
-print(hasattr(net[1], "mask"), net.fuse)  # False True   (fuse=False runs the layers apart)
+print(net[1].mask, net.fuse)  # None True   (fuse=False runs the layers apart)
 
 # ---- picture: the grid of part 1 and the 9 cells read around pixel 13 ----
 N, H, W = 2, 3, 4

@@ -37,6 +37,7 @@ def strengths(run, options, batch_size=32, seed=0):
     batch = next(train.batches(batch_size, seed=(seed, 0), shuffle=True, flip=True, mean=mean, std=std))
     cfg.interpretable, cfg.mask_options = True, options
     model = build_model(cfg, ordinary.num_classes)
+    model.fuse = False  # the backward below runs layer by layer: no ReLU fused into a conv
     init_weights_from(model, Path(run) / "checkpoint.npz")
     for layer in interpretable_layers(model):
         layer.set_labels(batch["labels"])

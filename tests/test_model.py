@@ -98,7 +98,7 @@ def test_fused_conv_relu_equals_the_layers_one_by_one(xp, stride):
     for fuse in (True, False):
         model = on(xp, Sequential(*layers(), fuse=fuse).astype(np.float64))
         y = model.forward(x)
-        ran = hasattr(model.layers[1], "mask")  # set by ReLU.forward
+        ran = model.layers[1].mask is not None  # set by ReLU.forward
         dx = model.backward(xp.ones_like(y))
         results.append((ran, to_numpy(y), to_numpy(dx), {k: to_numpy(v) for k, v in model.grads().items()}))
     (fused_ran, *fused), (apart_ran, *apart) = results
@@ -108,6 +108,20 @@ def test_fused_conv_relu_equals_the_layers_one_by_one(xp, stride):
     assert list(fused[2]) == list(apart[2])
     for k in fused[2]:
         np.testing.assert_array_equal(fused[2][k], apart[2][k], err_msg=k)
+
+
+def test_a_fused_relu_refuses_a_backward_by_hand(xp):
+    # after a fused forward the ReLU holds no mask (not even one from an earlier unfused
+    # forward): a backward run layer by layer must fail loudly, not use a stale mask
+    x, _ = inputs(xp)
+    model = on(xp, Sequential(Conv2d(2, 3, 3, padding=1), ReLU()).astype(np.float64))
+    model.fuse = False
+    model.forward(x)
+    model.fuse = True
+    y = model.forward(x)
+    with pytest.raises(RuntimeError, match="fuse=False"):
+        model.layers[1].backward(xp.ones_like(y))
+    assert model.backward(xp.ones_like(y)).shape == x.shape  # the model's own backward works
 
 
 def test_a_relu_subclass_is_not_fused(xp):

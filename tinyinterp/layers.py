@@ -470,6 +470,10 @@ class MaxPool2d(Layer):
 class ReLU(Layer):
     """y = max(x, 0)."""
 
+    def __init__(self):
+        super().__init__()
+        self.mask = None
+
     def forward(self, x):
         xp = get_array_module(x)
         y = xp.maximum(x, 0)
@@ -479,6 +483,11 @@ class ReLU(Layer):
         return y
 
     def backward(self, dout):
+        if self.mask is None:
+            raise RuntimeError(
+                "ReLU.backward: no forward to go back through. If a Sequential ran this ReLU "
+                "fused into the Conv2d before it, that conv's backward does this ReLU's work: "
+                "call the model's backward, or build it with fuse=False to run layers one by one")
         return dout * self.mask  # a fresh array; dout untouched
 
 

@@ -36,6 +36,7 @@ class Sequential:
         while i < len(self.layers):
             if self._fuses_with_next(i):
                 x = self.layers[i].forward(x, relu=True)
+                self.layers[i + 1].mask = None  # no stale mask for a backward run by hand
                 self._fused.add(i + 1)
                 i += 2
             else:
