@@ -156,8 +156,9 @@ def _grid_conv(grid, g, weight, bias, out, each_chunk=None, relu_mask=None):
         else:
             _matmul_into(wmat, col, done)
         if relu_mask is not None:
-            # ReLU as out * (out > 0): NumPy's maximum with a scalar has no vectorised
-            # loop, and these two passes are about 2x faster
+            # ReLU as out * (out > 0) (negatives become -0.0, equal to 0): measured on a
+            # 2-core EPYC, NumPy's maximum(out, 0) runs at 1.0-1.4 G elements/s even in the
+            # cache, these two passes together about 2x faster
             xp.greater(done, 0, out=relu_mask[:, s:e])
             xp.multiply(done, relu_mask[:, s:e], out=done)
         if each_chunk is not None:
