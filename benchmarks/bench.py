@@ -458,7 +458,7 @@ def run_cases(cases, workers, cfg, log):
                 if "error" in answer:
                     errors[i][w.lib] = answer["error"]
                 else:
-                    samples[i][w.lib].extend(answer["samples"])
+                    samples[i][w.lib].extend(dict(sample, round=r) for sample in answer["samples"])
         log(f"  round {r + 1}/{cfg['rounds']} done")
     results = []
     for case, got, err in zip(cases, samples, errors):
@@ -474,6 +474,10 @@ def run_cases(cases, workers, cfg, log):
             row["masks_ms"] = median_ms(got["tinyinterp"], "masks")
         t, p = row["tinyinterp_ms"], row["torch_ms"]
         row["ratio"] = t / p if t and p else None
+        if row["ratio"] is not None:  # round by round: shows a slow spell of the machine
+            by_round = [[median_ms([s for s in got[lib] if s["round"] == r]) for lib in ("tinyinterp", "torch")]
+                        for r in range(cfg["rounds"])]
+            row["round_ratios"] = [a / b if a and b else None for a, b in by_round]
         results.append(row)
     return results
 
@@ -539,6 +543,9 @@ def print_table(results, peak, share, meta, out=print):
             f"{fmt(share.get('masks_in_step_ms'), '.2f', 0)} ms = "
             f"{fmt(None if share.get('masks_in_step_share') is None else 100 * share['masks_in_step_share'], '.1f', 0)}%"
             f" (target <= 5% per mask)")
+    for r in results:
+        if r["kind"] == "step" and r.get("round_ratios"):
+            out(f"{r['name']}: ratio in each round " + " ".join(fmt(v, ".2f", 0) for v in r["round_ratios"]))
     load = meta["load"]
     other = load.get("other_processes_cores")
     out(f"machine load: load average at the end {', '.join(f'{v:.2f}' for v in load['loadavg_end'] or [])}"

@@ -49,6 +49,8 @@ def test_bench_tiny_cpu_writes_results(tmp_path):
         assert "errors" not in r, r
         if with_torch and r["kind"] not in ("mask", "interp_step"):
             assert is_time(r["torch_ms"]) and is_time(r["ratio"]), r["name"]
+            assert len(r["round_ratios"]) == meta["repetitions"]["rounds"], r["name"]
+            assert all(is_time(v) for v in r["round_ratios"]), r["name"]
         if r.get("flops"):
             assert is_time(r["tinyinterp_gflops"]), r["name"]
     steps = [r for r in rows if r["kind"] == "step"]
@@ -60,6 +62,8 @@ def test_bench_tiny_cpu_writes_results(tmp_path):
     assert 0 < share["one_mask_share"] and 0 < share["masks_in_step_share"] < 1
     # the table is printed too
     assert "ratio" in proc.stdout and "filter loss + mask" in proc.stdout
+    if with_torch:
+        assert "step b2 16x16: ratio in each round" in proc.stdout
 
 
 def test_bench_runs_without_torch(tmp_path):
