@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from strategies import XP_SETTINGS, distinct_values, seeds
 from tinyinterp import gradcheck, layers
 from tinyinterp.backend import to_numpy
-from tinyinterp.im2col import PaddedGrid
+from tinyinterp.im2col import PaddedGrid, grid_columns, im2col
 from tinyinterp.layers import (
     Conv2d,
     MaxPool2d,
@@ -170,11 +170,28 @@ def test_fused_relu_float32_and_dout_untouched(xp):
     np.testing.assert_array_equal(to_numpy(dout), dout_np)
 
 
+@XP_SETTINGS
+@given(case=same_conv_cases(), chunk=st.sampled_from([1, 5, 13, 10**6]))
+def test_grid_columns_are_the_im2col_of_the_zero_padded_images(xp, case, chunk):
+    # the grid has no zero column, so the entries that cross the side of an image must be
+    # zeroed in every chunk (``wrap``); at the pixels, the result is plain im2col's
+    N, C, _, H, W, KH, KW, seed = case
+    x = np.random.default_rng(seed).standard_normal((N, C, H, W))
+    g = PaddedGrid(N, H, W, KH // 2, KW // 2)
+    grid = g.embed(xp.asarray(x).transpose(1, 0, 2, 3))
+    parts = [to_numpy(col).copy() for _, _, col in grid_columns(
+        grid, g.offsets(KH, KW), g.start, g.length, chunk, wrap=(W, g.shifts(KH, KW)))]
+    col = np.concatenate(parts, axis=1)  # (KH*KW*C, every grid position)
+    pixels = col.reshape(KH * KW * C, N, H + KH // 2, W)[:, :, :H]
+    expected = im2col(x.transpose(1, 0, 2, 3), KH, KW, 1, 1, KH // 2, KW // 2)
+    np.testing.assert_array_equal(pixels, expected.reshape(KH * KW * C, N, H, W))
+
+
 def test_padded_grid_round_trip_and_zeros(xp):
     a = xp.asarray(np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5) + 1)
     g = PaddedGrid(3, 4, 5, 1, 2)
     grid = g.embed(a)
-    assert grid.shape == (2, (3 + 2) * g.block)
+    assert g.margin == 1 and grid.shape == (2, (3 + 2) * g.block)
     inside = grid[:, g.start:g.start + g.length]
     np.testing.assert_array_equal(to_numpy(g.interior(inside)), to_numpy(a))
     # every other grid entry is padding: zero
@@ -184,6 +201,10 @@ def test_padded_grid_round_trip_and_zeros(xp):
     off = g.offsets(3, 5)[k]
     flat = g.start + 1 * g.block + 2 * g.row + 1  # image 1, pixel (2, 1)
     assert float(grid[0, flat + off]) == float(a[0, 1, 3, 3])
+    # tiny images: one blank image is not margin enough for the farthest offset
+    tiny = PaddedGrid(2, 1, 1, 1, 2)  # a 3x5 kernel on 1x1 images: offsets reach 1*1 + 2
+    assert tiny.margin == 2 and tiny.start == 2 * tiny.block >= 3
+    assert tiny.embed(xp.ones((1, 2, 1, 1))).shape == (1, (2 + 2 * 2) * tiny.block)
 
 
 @XP_SETTINGS

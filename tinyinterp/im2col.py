@@ -81,21 +81,27 @@ def col2im(col, input_shape, SH, SW, PH, PW):
 # ---- the padded grid: im2col for stride-1 "same" convolutions, from shifted rows ----
 #
 # The layout: each channel is one flat row holding every image of the batch one after
-# another; each image row is followed by PW zeros and each image by PH zero rows, and one
-# all-zero image sits before the first image and after the last (the margins). For a
-# 3x3 conv (PH = PW = 1) and two 2x3 images a and b, one channel's row reads
+# another; each image is followed by PH zero rows, and all-zero images sit before the
+# first image and after the last (the margins; one is enough unless the images are tiny).
+# For a 3x3 conv (PH = PW = 1) and two 2x3 images a and b, one channel's row reads
 #
-#     [12 zeros] a a a 0  a a a 0  0 0 0 0  b b b 0  b b b 0  0 0 0 0 [12 zeros]
-#      margin    image a row 0, row 1, gap  image b row 0, row 1, gap  margin
+#     [9 zeros] a a a  a a a  0 0 0  b b b  b b b  0 0 0 [9 zeros]
+#      margin   image a row 0, row 1, gap  image b ...  gap  margin
 #
 # Seen from any grid position, the pixel at kernel offset (i, j) is a constant flat
-# distance away: (i - PH) * row + (j - PW), with row = W + PW. So row (i, j, c) of the
-# im2col matrix is just row c of the grid shifted by that distance: a contiguous slice,
-# cheap to copy, and the zero padding comes for free (a left neighbour of column 0 is the
-# previous row's trailing zero; the rows above row 0 are the previous image's gap rows).
-# The conv is computed at every grid position, pixels and gaps alike: the gaps hold values
-# that are never read (``interior`` views only the pixels). That costs (H+PH)(W+PW)/(HW)
-# - 1 extra work: 3% at 64x64, 13% at 16x16, 27% at 8x8.
+# distance away: (i - PH) * row + (j - PW), with row = W. So row (i, j, c) of the im2col
+# matrix is just row c of the grid shifted by that distance: a contiguous slice, cheap to
+# copy. The rows above an image's row 0 are the previous image's gap rows (or the
+# margin): the vertical padding comes for free. The horizontal padding does not: the
+# left neighbour of column 0 is, in the flat row, the previous row's last pixel. So in
+# each im2col chunk the entries whose offset crosses the side of the image,
+# w + (j - PW) outside [0, W), are set to zero: for a 3x3 kernel, every W-th entry of the
+# rows of j = 0 and of j = 2 (``grid_columns``, argument ``wrap``). (Sessions 1-4 kept a
+# zero column after each image row instead, which made even that free, but the conv was
+# then computed on the zero columns too: 1.6% more work at 64x64, 12.5% at 8x8.)
+# The conv is computed at every grid position, pixels and gap rows alike: the gap rows
+# hold values that are never read (``interior`` views only the pixels). That costs
+# PH / H extra work: 1.6% at 64x64, 6% at 16x16, 12.5% at 8x8.
 #
 # The grid is 1.06x the input where im2col is 9x, so a conv can keep it for its backward,
 # and the im2col matrix is built a few thousand columns at a time (``grid_columns``), each
@@ -108,38 +114,45 @@ class PaddedGrid:
 
     def __init__(self, N, H, W, PH, PW):
         self.N, self.H, self.W, self.PH, self.PW = N, H, W, PH, PW
-        self.row = W + PW  # flat length of one image row and its trailing zeros
-        self.block = (H + PH) * self.row  # one image and its gap rows; also the margin
+        self.row = W  # flat length of one image row (no zero column: see above)
+        self.block = (H + PH) * self.row  # one image and its gap rows
         self.length = N * self.block  # grid positions of the images: where a conv is computed
-        self.start = self.block  # flat index of the first image (after the margin)
+        # margins of whole blank images, at least as long as the farthest kernel offset
+        self.margin = max(1, -(-(PH * W + PW) // self.block))
+        self.start = self.margin * self.block  # flat index of the first image
 
     def offsets(self, KH, KW):
         """Flat distance to the pixel at each kernel offset (i, j), in row-major (i, j) order."""
         return [(i - self.PH) * self.row + (j - self.PW) for i in range(KH) for j in range(KW)]
 
+    def shifts(self, KH, KW):
+        """Column shift j - PW of each kernel offset, in the order of ``offsets``: where
+        it is not 0, the im2col entries that cross the side of the image must be zeroed."""
+        return [j - self.PW for i in range(KH) for j in range(KW)]
+
     def embed(self, a, mask=None):
-        """(C, N, H, W) -> the (C, (N+2)*block) grid: a's pixels in place, zeros elsewhere.
+        """(C, N, H, W) -> the (C, (N + 2*margin)*block) grid: a's pixels in place, zeros
+        elsewhere.
 
         With a boolean ``mask`` shaped like a, the pixels are a * mask (same pass)."""
         xp = get_array_module(a)
         C = a.shape[0]
         N, H, W = self.N, self.H, self.W
-        grid = xp.empty((C, N + 2, H + self.PH, W + self.PW), dtype=a.dtype)
-        # zero only what is not overwritten: the margins and the gaps
-        grid[:, 0] = 0
-        grid[:, N + 1] = 0
-        grid[:, 1:N + 1, H:] = 0
-        grid[:, 1:N + 1, :H, W:] = 0
+        M = self.margin
+        grid = xp.empty((C, N + 2 * M, H + self.PH, W), dtype=a.dtype)
+        grid[:, :M] = 0
+        grid[:, N + M:] = 0
+        grid[:, M:N + M, H:] = 0
         if mask is None:
-            grid[:, 1:N + 1, :H, :W] = a
+            grid[:, M:N + M, :H] = a
         else:
-            xp.multiply(a, mask, out=grid[:, 1:N + 1, :H, :W])
+            xp.multiply(a, mask, out=grid[:, M:N + M, :H])
         return grid.reshape(C, -1)  # contiguous, so a view
 
     def interior(self, values):
         """Values at the images' grid positions, (C, length) -> the (C, N, H, W) pixels (a view)."""
         C = values.shape[0]
-        return values.reshape(C, self.N, self.H + self.PH, self.W + self.PW)[:, :, :self.H, :self.W]
+        return values.reshape(C, self.N, self.H + self.PH, self.W)[:, :, :self.H]
 
 
 def chunk_columns(rows, itemsize, xp, mib=2):
@@ -157,7 +170,7 @@ def chunk_columns(rows, itemsize, xp, mib=2):
     return max(2048, int(mib * 2**20) // (rows * itemsize))
 
 
-def grid_columns(grid, offsets, start, length, chunk, halo=0, ones_row=False):
+def grid_columns(grid, offsets, start, length, chunk, halo=0, ones_row=False, wrap=None):
     """Yield (s, e, col): col[k*C + c, q] = grid[c, start + offsets[k] + s - halo + q].
 
     The im2col matrix of the grid positions start + [s - halo, e + halo), i.e.
@@ -166,7 +179,10 @@ def grid_columns(grid, offsets, start, length, chunk, halo=0, ones_row=False):
     the matrix needs no halo; one that sums its kernel rows after the product needs the
     rows above and below the chunk (see layers.py). With ``ones_row``, col has one more
     row, all ones: a weight matrix with the bias as its last column then adds the bias
-    inside the product.
+    inside the product. ``wrap`` = (W, shifts) is the horizontal zero padding: for each
+    offset k whose column shift dj = shifts[k] is not 0, the entries whose pixel would lie
+    beyond the side of the image (column w + dj outside [0, W), where w = position mod W)
+    are set to 0; in the flat row they hold a pixel of the next or previous image row.
     """
     xp = get_array_module(grid)
     C = grid.shape[0]
@@ -181,4 +197,9 @@ def grid_columns(grid, offsets, start, length, chunk, halo=0, ones_row=False):
         for k, off in enumerate(offsets):
             first = start + off + s - halo
             col[k * C:(k + 1) * C] = grid[:, first:first + n]
+            dj = 0 if wrap is None else wrap[1][k]
+            if dj:  # zero the columns w whose neighbour w + dj is off the image
+                W = wrap[0]
+                for w in (range(-dj) if dj < 0 else range(W - dj, W)):
+                    col[k * C:(k + 1) * C, (w - (s - halo)) % W::W] = 0  # every W-th column
         yield s, e, col

@@ -111,6 +111,11 @@ def _grid_layout(g, C, OC, KH, KW):
     return False, g.offsets(KH, KW), 1, 0  # stack every kernel offset in the matrix
 
 
+def _wrap(g, summed, KH, KW):
+    """``grid_columns``'s wrap for the offsets of ``_grid_layout``: (W, column shifts)."""
+    return (g.W, g.shifts(1, KW) if summed else g.shifts(KH, KW))
+
+
 def _grid_conv(grid, g, weight, bias, out, each_chunk=None, relu_mask=None):
     """out[o, p] = sum_{c, i, j} weight[o, c, i, j] grid[c, p + off_ij] (+ bias[o]) at every
     image grid position p (``g.start + p``), where off_ij = (i - PH) * row + (j - PW).
@@ -145,7 +150,8 @@ def _grid_conv(grid, g, weight, bias, out, each_chunk=None, relu_mask=None):
     chunk = chunk_columns(wmat.shape[1], grid.itemsize, xp)
     if summed:
         prod = xp.empty((KH * OC, min(chunk, g.length) + 2 * halo), dtype=grid.dtype)
-    for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo, bias is not None):
+    for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo, bias is not None,
+                                  _wrap(g, summed, KH, KW)):
         done = out[:, s:e]
         if summed:
             n, p = e - s, prod[:, :col.shape[1]]
@@ -236,9 +242,11 @@ def conv2d_backward(dout, cache, input_grad=True):
 def _same_conv_backward(dout, g, grid, weight, relu_mask, input_grad=True):
     """Backward of the padded-grid conv.
 
-    With dy on the same grid (zeros in the gaps and margins), forward was
+    With dy on the same grid (zeros in the gap rows and margins), forward was
         y[o, p] = sum_{c, i, j} w[o, c, i, j] grid[c, p + off_ij],
-    so, substituting t = p + off_ij,
+    the sum over only the (p, i, j) whose pixel p + off_ij lies on the image (the
+    wrapped entries of the im2col chunks are zeroed, im2col.py); so, substituting
+    t = p + off_ij, and with the same restriction,
         dx[c, t]       = sum_{o, i, j} w[o, c, i, j] dy[o, t - off_ij]
         dw[o, c, i, j] = sum_t dy[o, t - off_ij] grid[c, t].
     As -off_ij = off_(KH-1-i)(KW-1-j), dx is the forward conv of dy with the transposed,
@@ -281,11 +289,12 @@ def _same_conv_weight_grad(dy, g, grid, KH, KW):
     """dw[o, c, i, j] = sum_p dy[o, p] grid[c, p + off_ij], from x's im2col chunks."""
     xp = get_array_module(dy)
     OC, C, R = dy.shape[0], grid.shape[0], g.row
-    _, offsets, blocks, halo = _grid_layout(g, C, OC, KH, KW)
+    summed, offsets, blocks, halo = _grid_layout(g, C, OC, KH, KW)
     rows = len(offsets) * C
     dw = xp.zeros((OC, blocks * rows), dtype=dy.dtype)  # columns (i, j, c) in both layouts
     chunk = chunk_columns(rows, grid.itemsize, xp)
-    for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo):
+    for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo, False,
+                                  _wrap(g, summed, KH, KW)):
         n, dy_s = e - s, dy[:, g.start + s:g.start + e]
         for b in range(blocks):  # kernel row b when its rows were summed
             dw[:, b * rows:(b + 1) * rows] += dy_s @ col[:, b * R:b * R + n].T
