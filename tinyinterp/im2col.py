@@ -96,14 +96,14 @@ def col2im(col, input_shape, SH, SW, PH, PW):
 # left neighbour of column 0 is, in the flat row, the previous row's last pixel. So in
 # each im2col chunk the entries whose offset crosses the side of the image,
 # w + (j - PW) outside [0, W), are set to zero: for a 3x3 kernel, every W-th entry of the
-# rows of j = 0 and of j = 2 (``grid_columns``, argument ``wrap``). (Sessions 1-4 kept a
-# zero column after each image row instead, which made even that free, but the conv was
-# then computed on the zero columns too: 1.6% more work at 64x64, 12.5% at 8x8.)
+# rows of j = 0 and of j = 2 (``grid_columns``, argument ``wrap``). (A zero column after
+# each image row would make that free too, as lesson 12 shows, but the conv would then be
+# computed on the zero columns: 1.6% more work at 64x64, 12.5% at 8x8.)
 # The conv is computed at every grid position, pixels and gap rows alike: the gap rows
 # hold values that are never read (``interior`` views only the pixels). That costs
 # PH / H extra work: 1.6% at 64x64, 6% at 16x16, 12.5% at 8x8.
 #
-# The grid is 1.06x the input where im2col is 9x, so a conv can keep it for its backward,
+# The grid is about 1.1x the input where im2col is 9x, so a conv can keep it for its backward,
 # and the im2col matrix is built a few thousand columns at a time (``grid_columns``), each
 # chunk used while it is still in the CPU cache. A conv with many input channels builds
 # only one kernel row's offsets (3x instead of 9x for a 3x3 kernel) and sums the kernel

@@ -195,7 +195,7 @@ def conv2d_forward(x, weight, bias, stride=1, pad=0, relu=False):
         mask = xp.empty((OC, g.length), dtype=bool) if relu else None
         _grid_conv(grid, g, weight, bias, y, relu_mask=mask)
         y = g.interior(y).transpose(1, 0, 2, 3)  # (N, OC, H, W) view of the pixels
-        # the grid is all backward needs of x: 1.06x its size (im2col would be 9x)
+        # the grid is all backward needs of x: about 1.1x its size (im2col would be 9x)
         return y, ("grid", g, grid, weight, mask)
     OH, OW = conv_out_size(H, KH, SH, PH), conv_out_size(W, KW, SW, PW)
     # weight rows in the same (i, j, c) order as the im2col rows
