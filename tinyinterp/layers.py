@@ -107,7 +107,8 @@ def _matmul_into(a, b, out):
 def _grid_layout(g, C, OC, KH, KW):
     """(summed, offsets, blocks, halo) of the im2col matrix of ``_grid_conv``."""
     if KH > 1 and OC < KW * C:  # sum the kernel rows after the product
-        return True, [j - g.PW for j in range(KW)], KH, g.PH * g.row
+        # within one kernel row, the flat offset of (j) is just its column shift j - PW
+        return True, g.shifts(1, KW), KH, g.PH * g.row
     return False, g.offsets(KH, KW), 1, 0  # stack every kernel offset in the matrix
 
 
