@@ -18,13 +18,18 @@ option), SGD with momentum, at batch 32 / 64x64 and batch 16 / 112x112.
 import argparse
 import importlib.util
 import inspect
+import os
 import statistics
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
+# what tinyinterp's __init__.py sets when it is imported before NumPy (here NumPy comes
+# first, to load two versions): OpenBLAS's idle threads sleep soon, for both versions
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
+
+import numpy as np  # noqa: E402
 
 NUM_CLASSES = 10
 

@@ -117,10 +117,12 @@ class TinyinterpCases:
 
     def __init__(self, device):
         sys.path.insert(0, str(REPO))
-        import numpy as np
-
+        # tinyinterp first: imported before NumPy, it sets OpenBLAS's thread timeout (its
+        # __init__.py), as it does for `python -m tinyinterp`
         import tinyinterp as ti
         from tinyinterp import backend
+
+        import numpy as np
 
         self.np, self.ti = np, ti
         if device == "gpu" and not backend.gpu_available():
@@ -132,7 +134,9 @@ class TinyinterpCases:
     def info(self):
         np = self.np
         # torch_imported: tinyinterp must never import torch (checked by tests/test_bench.py)
-        info = {"numpy": np.__version__, "threads": _core_count(), "torch_imported": "torch" in sys.modules}
+        info = {"numpy": np.__version__, "threads": _core_count(), "torch_imported": "torch" in sys.modules,
+                "tinyinterp_threads": self.ti.get_num_threads(),
+                "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}
         if self.device == "gpu":
             import cupy
 

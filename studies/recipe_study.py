@@ -10,7 +10,8 @@ table of means and spreads::
 
 Each run lands in ``runs/study/<data>/s<seed>/<recipe>/`` with its own evaluation.json;
 a finished run is not trained again (``--resume``), so the study can be interrupted.
-With ``--jobs 2`` two runs share the machine, each with one BLAS thread.
+With ``--jobs 2`` two runs share the machine, each with one BLAS thread and one
+tinyinterp thread.
 
 Recipes: ``scratch`` trains the ordinary net and the interpretable one from random
 weights; every ``ft-*`` recipe fine-tunes that ordinary net with the masks on (the paper's
@@ -97,7 +98,7 @@ def run(args):
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if args.jobs > 1:
-        env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = "1"
+        env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["TINYINTERP_NUM_THREADS"] = "1"
 
     def ready(job):
         data, seed, recipe = job

@@ -2,11 +2,23 @@
 
 Lessons and users import everything from here: ``import tinyinterp as ti``.
 """
+import os as _os
+import sys as _sys
+
+if "numpy" not in _sys.modules:
+    # Before NumPy loads OpenBLAS: let OpenBLAS's idle threads sleep about 0.4 ms
+    # (2**20 cycles) after a matrix product instead of spinning for 0.1 s, so that
+    # tinyinterp's own threads get the cores between products (backend.in_parallel).
+    # Imported after NumPy, tinyinterp cannot set this: set it yourself to get the speed.
+    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
+
 from .backend import (
     device_of,
     get_array_module,
+    get_num_threads,
     gpu_available,
     host_rng,
+    set_num_threads,
     to_device,
     to_numpy,
 )

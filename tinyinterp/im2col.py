@@ -23,7 +23,7 @@ every conv of the small VGG, take a faster route through the same idea: ``Padded
 and ``grid_columns`` below build the im2col matrix from shifted rows of a padded copy of
 the input, a cache-sized chunk at a time.
 """
-from .backend import get_array_module
+from .backend import get_array_module, in_parallel
 
 
 def pair(v):
@@ -140,13 +140,18 @@ class PaddedGrid:
         N, H, W = self.N, self.H, self.W
         M = self.margin
         grid = xp.empty((C, N + 2 * M, H + self.PH, W), dtype=a.dtype)
-        grid[:, :M] = 0
-        grid[:, N + M:] = 0
-        grid[:, M:N + M, H:] = 0
-        if mask is None:
-            grid[:, M:N + M, :H] = a
-        else:
-            xp.multiply(a, mask, out=grid[:, M:N + M, :H])
+
+        def fill(lo, hi):  # channels lo..hi-1 (in parallel threads on the CPU)
+            g = grid[lo:hi]
+            g[:, :M] = 0
+            g[:, N + M:] = 0
+            g[:, M:N + M, H:] = 0
+            if mask is None:
+                g[:, M:N + M, :H] = a[lo:hi]
+            else:
+                xp.multiply(a[lo:hi], mask[lo:hi], out=g[:, M:N + M, :H])
+
+        in_parallel(fill, C, xp, grid.size)
         return grid.reshape(C, -1)  # contiguous, so a view
 
     def interior(self, values):

@@ -16,7 +16,7 @@ backward never changes ``dout`` and returns arrays in the input's dtype (shape-o
 layers such as Flatten may return a view of ``dout``; nothing writes into it).
 Shapes are (N, C, H, W) for images and feature maps (notation in im2col.py).
 """
-from .backend import get_array_module, he_normal, host_rng, host_zeros, random_uniform_like, to_device
+from .backend import get_array_module, he_normal, in_parallel, host_rng, host_zeros, random_uniform_like, to_device
 from ._checks import check_array, check_channels
 from .im2col import PaddedGrid, chunk_columns, col2im, conv_out_size, grid_columns, im2col, pair
 
@@ -269,7 +269,7 @@ def _same_conv_backward(dout, g, grid, weight, relu_mask, input_grad=True):
     dtype, R = grid.dtype, g.row
     mask = None if relu_mask is None else g.interior(relu_mask)
     dy = g.embed(dout.transpose(1, 0, 2, 3).astype(dtype, copy=False), mask)  # (OC, flat)
-    dbias = dy.sum(axis=1)  # the gaps are zeros
+    dbias = _row_sums(dy)  # the gaps are zeros
     if not input_grad:
         return None, _same_conv_weight_grad(dy, g, grid, KH, KW), dbias
     flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, OC, KH, KW)
@@ -284,6 +284,18 @@ def _same_conv_backward(dout, g, grid, weight, relu_mask, input_grad=True):
     _grid_conv(dy, g, flipped, None, dx, each_chunk=weight_grad)
     dweight = dw.reshape(KH, KW, OC, C)[::-1, ::-1].transpose(2, 3, 0, 1)  # (OC, C, KH, KW)
     return g.interior(dx).transpose(1, 0, 2, 3), xp.ascontiguousarray(dweight), dbias
+
+
+def _row_sums(a):
+    """a.sum(axis=1) of a 2-D array, rows split over threads (each row's sum unchanged)."""
+    xp = get_array_module(a)
+    sums = xp.empty(a.shape[0], dtype=a.dtype)
+
+    def part(lo, hi):
+        a[lo:hi].sum(axis=1, out=sums[lo:hi])
+
+    in_parallel(part, a.shape[0], xp, a.size)
+    return sums
 
 
 def _same_conv_weight_grad(dy, g, grid, KH, KW):
@@ -406,13 +418,22 @@ def maxpool2d_backward(dout, cache):
 def _maxpool2x2_forward(x):
     xp = get_array_module(x)
     N, C, H, W = x.shape
-    x = x[:, :, :H - H % 2, :W - W % 2]  # a trailing odd row or column is in no window
-    left, right = x[..., 0::2], x[..., 1::2]
-    cols = xp.maximum(left, right)  # (N, C, H, OW): max of each row of each window
-    left_won = left >= right
-    top, bottom = cols[:, :, 0::2], cols[:, :, 1::2]
-    y = xp.maximum(top, bottom)  # (N, C, OH, OW)
-    top_won = top >= bottom
+    OH, OW = H // 2, W // 2
+    x = x[:, :, :2 * OH, :2 * OW]  # a trailing odd row or column is in no window
+    y = xp.empty_like(x, shape=(N, C, OH, OW))
+    left_won = xp.empty_like(x, shape=(N, C, 2 * OH, OW), dtype=bool)
+    top_won = xp.empty_like(x, shape=(N, C, OH, OW), dtype=bool)
+
+    def part(lo, hi):  # channels lo..hi-1 (in parallel threads on the CPU)
+        v = x[:, lo:hi]
+        left, right = v[..., 0::2], v[..., 1::2]
+        cols = xp.maximum(left, right)  # max of each row of each window
+        xp.greater_equal(left, right, out=left_won[:, lo:hi])
+        top, bottom = cols[:, :, 0::2], cols[:, :, 1::2]
+        xp.maximum(top, bottom, out=y[:, lo:hi])
+        xp.greater_equal(top, bottom, out=top_won[:, lo:hi])
+
+    in_parallel(part, C, xp, x.size)
     return y, ("2x2", (N, C, H, W), left_won, top_won)
 
 
@@ -420,14 +441,20 @@ def _maxpool2x2_backward(dout, x_shape, left_won, top_won):
     """dout goes to the winning row of each window, then to the winning column of that row."""
     xp = get_array_module(dout)
     N, C, OH, OW = dout.shape
-    rows = xp.empty_like(dout, shape=(N, C, 2 * OH, OW))  # dout placed on the winning rows
-    xp.multiply(dout, top_won, out=rows[:, :, 0::2])
-    xp.multiply(dout, ~top_won, out=rows[:, :, 1::2])
     dx = xp.empty_like(dout, shape=x_shape)
-    if x_shape[2] % 2 or x_shape[3] % 2:  # the row or column no window covered
-        dx[...] = 0
-    xp.multiply(rows, left_won, out=dx[:, :, :2 * OH, 0:2 * OW:2])
-    xp.multiply(rows, ~left_won, out=dx[:, :, :2 * OH, 1:2 * OW:2])
+
+    def part(lo, hi):  # channels lo..hi-1 (in parallel threads on the CPU)
+        d, top, left = dout[:, lo:hi], top_won[:, lo:hi], left_won[:, lo:hi]
+        rows = xp.empty_like(d, shape=(N, hi - lo, 2 * OH, OW))  # d on the winning rows
+        xp.multiply(d, top, out=rows[:, :, 0::2])
+        xp.multiply(d, ~top, out=rows[:, :, 1::2])
+        out = dx[:, lo:hi]
+        if x_shape[2] % 2 or x_shape[3] % 2:  # the row or column no window covered
+            out[...] = 0
+        xp.multiply(rows, left, out=out[:, :, :2 * OH, 0:2 * OW:2])
+        xp.multiply(rows, ~left, out=out[:, :, :2 * OH, 1:2 * OW:2])
+
+    in_parallel(part, C, xp, dx.size)
     return dx
 
 

@@ -1,0 +1,203 @@
+"""tinyinterp's threads for element-wise work (backend.in_parallel).
+
+On the CPU, max-pooling, the convs' padded grids and the bias gradients split their
+channels over threads. Every element is computed by the same operations whatever the
+split, so results must be identical bit for bit with 1 thread and with several; the
+cases here are drawn small, so the size floor (PARALLEL_MIN_SIZE) is lowered to 0 to
+make the small arrays take the threaded path too.
+"""
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from strategies import XP_SETTINGS, seeds
+from tinyinterp import backend
+from tinyinterp.im2col import PaddedGrid
+from tinyinterp.layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
+
+
+@pytest.fixture
+def threads(monkeypatch):
+    """set(n): n threads, and no size floor; restored after the test."""
+    before = backend.get_num_threads()
+    monkeypatch.setattr(backend, "PARALLEL_MIN_SIZE", 0)
+
+    def set_threads(n):
+        backend.set_num_threads(n)
+
+    yield set_threads
+    backend.set_num_threads(before)
+
+
+def slices_seen(n, xp=np, size=None, together=1):
+    """The (lo, hi, thread) of each call; with ``together`` > 1, the calls also wait for
+    each other (a barrier), which only returns if that many run at the same time."""
+    seen, lock = [], threading.Lock()
+    barrier = threading.Barrier(together, timeout=20)
+
+    def fn(lo, hi):
+        with lock:
+            seen.append((lo, hi, threading.get_ident()))
+        if together > 1:
+            barrier.wait()
+
+    backend.in_parallel(fn, n, xp, size)
+    return seen
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 10])
+def test_in_parallel_covers_the_range_once(threads, n_threads, n):
+    threads(n_threads)
+    parts = min(n_threads, n)
+    seen = slices_seen(n, together=parts)  # all parts at the same time, or a BrokenBarrierError
+    assert len(seen) == parts
+    covered = sorted(i for lo, hi, _ in seen for i in range(lo, hi))
+    assert covered == list(range(n))
+    assert all(hi > lo for lo, hi, _ in seen)
+    assert len({ident for *_, ident in seen}) == parts  # each slice in its own thread
+
+
+def test_in_parallel_one_call_for_small_work_and_off_the_cpu(monkeypatch):
+    backend.set_num_threads(4)
+    monkeypatch.setattr(backend, "PARALLEL_MIN_SIZE", 100)
+    assert [s[:2] for s in slices_seen(8, size=99)] == [(0, 8)]
+    assert len(slices_seen(8, size=100)) == 4
+
+    class FakeCupy:  # any array module that is not NumPy: the GPU runs it in one call
+        __name__ = "cupy"
+
+    assert [s[:2] for s in slices_seen(8, FakeCupy, size=10**9)] == [(0, 8)]
+
+
+def test_in_parallel_passes_errors_on(threads):
+    threads(3)
+    done = []
+
+    def fails_elsewhere(lo, hi):
+        if lo > 0:
+            raise ValueError(f"slice {lo}")
+        done.append(lo)
+
+    with pytest.raises(ValueError, match="slice"):
+        backend.in_parallel(fails_elsewhere, 6, np)
+    assert done == [0]
+
+    def fails_here(lo, hi):
+        if lo == 0:
+            raise KeyError("first slice")
+        done.append(lo)
+
+    with pytest.raises(KeyError):
+        backend.in_parallel(fails_here, 6, np)
+    assert sorted(done) == [0, 2, 4]  # the other slices ran to the end before the raise
+
+
+def test_set_num_threads_and_its_default(monkeypatch):
+    with pytest.raises(ValueError, match="at least 1"):
+        backend.set_num_threads(0)
+    monkeypatch.setenv("TINYINTERP_NUM_THREADS", "3")
+    assert backend._default_num_threads() == 3
+    monkeypatch.delenv("TINYINTERP_NUM_THREADS")
+    assert backend._default_num_threads() >= 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_gets_its_own_threads(threads):
+    threads(2)
+    assert len(slices_seen(4)) == 2  # the parent's pool exists before the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's worker threads do not exist here
+        ok = False
+        try:
+            ok = len(slices_seen(4, together=2)) == 2
+        except BaseException:
+            pass
+        finally:  # never return into pytest from the child
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 60)
+    if not ready:  # the child hangs (a pool without threads): end it, and fail
+        os.kill(pid, signal.SIGKILL)
+    answer = os.read(read, 1) if ready else b"hung"
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+
+
+@XP_SETTINGS
+@given(N=st.integers(1, 3), C=st.integers(1, 5), OC=st.sampled_from([1, 2, 4, 13]),
+       H=st.integers(1, 9), W=st.integers(1, 9), relu=st.booleans(), seed=seeds)
+def test_threaded_conv_is_identical(threads, N, C, OC, H, W, relu, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((OC, C, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(OC).astype(np.float32)
+    dout = rng.standard_normal((N, OC, H, W)).astype(np.float32)
+    results = []
+    for n in (1, 3):
+        threads(n)
+        y, cache = conv2d_forward(x, w, b, 1, 1, relu=relu)
+        dx, dw, db = conv2d_backward(dout, cache)
+        _, dw0, db0 = conv2d_backward(dout, cache, input_grad=False)
+        results.append([y, dx, dw, db, dw0, db0])
+    for a, b_ in zip(*results):
+        np.testing.assert_array_equal(a, b_)
+
+
+@XP_SETTINGS
+@given(N=st.integers(1, 3), C=st.integers(1, 6), H=st.integers(2, 9), W=st.integers(2, 9),
+       seed=seeds, channel_major=st.booleans())
+def test_threaded_maxpool_is_identical(threads, N, C, H, W, seed, channel_major):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, (N, C, H, W)).astype(np.float32)  # ties too
+    if channel_major:
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    dout = rng.standard_normal((N, C, H // 2, W // 2)).astype(np.float32)
+    results = []
+    for n in (1, 4):
+        threads(n)
+        y, cache = maxpool2d_forward(x, 2)
+        results.append([y, maxpool2d_backward(dout, cache)])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+        assert a.strides == b.strides  # same memory layout too
+
+
+def test_threaded_grid_is_identical(threads):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 2, 4, 3)).astype(np.float32)
+    mask = rng.random(a.shape) > 0.5
+    g = PaddedGrid(2, 4, 3, 1, 1)
+    grids = []
+    for n in (1, 3):
+        threads(n)
+        grids.append((g.embed(a), g.embed(a, mask)))
+    for one, many in zip(*grids):
+        np.testing.assert_array_equal(one, many)
+
+
+IMPORT_CHECK = "import os, {first}; import {second}; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+
+
+@pytest.mark.parametrize("first, second, env, expected", [
+    ("tinyinterp", "numpy", None, "20"),    # imported first: it sets the timeout
+    ("numpy", "tinyinterp", None, "None"),  # too late to matter: left alone
+    ("tinyinterp", "numpy", "7", "7"),      # the user's own value wins
+])
+def test_import_sets_openblas_thread_timeout_only_before_numpy(first, second, env, expected):
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if env is not None:
+        environ["OPENBLAS_THREAD_TIMEOUT"] = env
+    out = subprocess.run([sys.executable, "-c", IMPORT_CHECK.format(first=first, second=second)],
+                         env=environ, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
