@@ -550,6 +550,10 @@ def print_table(results, peak, share, meta, out=print):
     for r in results:
         if r["kind"] == "step" and r.get("round_ratios"):
             out(f"{r['name']}: ratio in each round " + " ".join(fmt(v, ".2f", 0) for v in r["round_ratios"]))
+    tiny = meta.get("libraries", {}).get("tinyinterp", {})
+    if "tinyinterp_threads" in tiny:
+        out(f"tinyinterp: {tiny['tinyinterp_threads']} threads for element-wise passes, "
+            f"OPENBLAS_THREAD_TIMEOUT={tiny.get('openblas_thread_timeout')}")
     load = meta["load"]
     other = load.get("other_processes_cores")
     out(f"machine load: load average at the end {', '.join(f'{v:.2f}' for v in load['loadavg_end'] or [])}"

@@ -16,7 +16,9 @@ What you will learn:
 - how much faster ``ti.conv2d_forward`` is than a plain im2col and one matrix product
   (timed on your machine);
 - fusion: the ReLU after a conv done inside the conv (``relu=True``), which is what
-  ``ti.Sequential`` does for every Conv2d that a ReLU follows.
+  ``ti.Sequential`` does for every Conv2d that a ReLU follows;
+- threads: element-wise passes split over channels, one slice per core (timed on your
+  machine), with bit for bit the same numbers.
 
 Picture: 12_padded_grid.png, the grid of a tiny batch (pixels, gaps, margins) and the 9
 cells a 3x3 kernel reads around one pixel, in 2-D and along the flat row.
@@ -206,6 +208,29 @@ print(bool((dx_fused == dx_apart).all() and (dw_fused == dw_apart).all()))  # Tr
 net = ti.Sequential(ti.Conv2d(32, 32, 3, padding=1), ti.ReLU())
 net.forward(x)
 print(net[1].mask, net.fuse)  # None True   (fuse=False runs the layers apart)
+
+# ---- 7. every core for the element-wise passes ----
+# The matrix products use every core (BLAS has its own threads); a NumPy element-wise
+# operation (a copy, a maximum, a comparison) uses one. NumPy lets go of Python's GIL
+# inside such a loop, so threads that each take some of the channels run at the same
+# time. The library does this for max-pool, the copies onto the padded grid and the bias
+# gradients (``ti.set_num_threads(n)``; default: every core). Each element is computed by
+# the same operations either way, so the numbers do not change:
+maps = rng.standard_normal((32, 32, 64, 64)).astype(np.float32)  # batch 32, 32 channels
+cores = ti.get_num_threads()
+results, times = [], []
+for n in (1, cores):
+    ti.set_num_threads(n)
+    results.append(ti.maxpool2d_forward(maps, 2)[0])
+    times.append(seconds_per_call(lambda *_: ti.maxpool2d_forward(maps, 2)))
+ti.set_num_threads(cores)
+print(bool((results[0] == results[1]).all()))  # True   bit for bit
+print(f"max-pool of 32x32x64x64 (your machine): 1 thread {times[0] * 1e3:.1f} ms, "
+      f"{cores} threads {times[1] * 1e3:.1f} ms")
+# e.g. a 2-core VM: 1 thread ~12 ms, 2 threads ~6 ms. In a training step this needs
+# BLAS's idle threads to sleep soon after a product instead of spinning on the other
+# core; tinyinterp sets OPENBLAS_THREAD_TIMEOUT for that when it is imported before NumPy
+# (as `python -m tinyinterp` does; here NumPy came first, which is fine for this timing).
 
 # ---- picture: the grid of part 1 and the 9 cells read around pixel 13 ----
 N, H, W = 2, 3, 4

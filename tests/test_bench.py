@@ -6,6 +6,7 @@ JSON), never of speed.
 """
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,11 @@ def test_bench_tiny_cpu_writes_results(tmp_path):
     assert meta["device"] == "cpu" and meta["mode"] == "tiny"
     assert meta["cores"] >= 1 and "load" in meta and "tinyinterp" in meta["libraries"]
     assert meta["libraries"]["tinyinterp"]["torch_imported"] is False  # tinyinterp's own process
+    # the worker imports tinyinterp before NumPy, so OpenBLAS's thread timeout is set
+    # (to tinyinterp's value unless the environment had one)
+    assert meta["libraries"]["tinyinterp"]["openblas_thread_timeout"] == \
+        os.environ.get("OPENBLAS_THREAD_TIMEOUT", "20")
+    assert meta["libraries"]["tinyinterp"]["tinyinterp_threads"] >= 1
     with_torch = "torch" in meta["libraries"]
 
     rows = doc["results"]
@@ -62,6 +68,7 @@ def test_bench_tiny_cpu_writes_results(tmp_path):
     assert 0 < share["one_mask_share"] and 0 < share["masks_in_step_share"] < 1
     # the table is printed too
     assert "ratio" in proc.stdout and "filter loss + mask" in proc.stdout
+    assert "threads for element-wise passes, OPENBLAS_THREAD_TIMEOUT=" in proc.stdout
     if with_torch:
         assert "step b2 16x16: ratio in each round" in proc.stdout
 
