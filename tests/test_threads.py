@@ -111,8 +111,21 @@ def test_set_num_threads_and_its_default(monkeypatch):
         backend.set_num_threads(0)
     monkeypatch.setenv("TINYINTERP_NUM_THREADS", "3")
     assert backend._default_num_threads() == 3
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv("TINYINTERP_NUM_THREADS", bad)
+        with pytest.raises(ValueError, match="TINYINTERP_NUM_THREADS"):
+            backend._default_num_threads()
     monkeypatch.delenv("TINYINTERP_NUM_THREADS")
     assert backend._default_num_threads() >= 1
+
+
+def test_more_threads_later_get_a_bigger_pool(threads):
+    threads(2)
+    assert len(slices_seen(6, together=2)) == 2
+    threads(4)  # needs 3 workers where the pool had 1
+    assert len(slices_seen(6, together=4)) == 4
+    threads(2)  # the bigger pool serves fewer slices too
+    assert len(slices_seen(6, together=2)) == 2
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
