@@ -16,7 +16,7 @@ backward never changes ``dout`` and returns arrays in the input's dtype (shape-o
 layers such as Flatten may return a view of ``dout``; nothing writes into it).
 Shapes are (N, C, H, W) for images and feature maps (notation in im2col.py).
 """
-from .backend import get_array_module, he_normal, in_parallel, host_rng, host_zeros, random_uniform_like, to_device
+from .backend import get_array_module, he_normal, host_rng, host_zeros, in_parallel, random_uniform_like, to_device
 from ._checks import check_array, check_channels
 from .im2col import PaddedGrid, chunk_columns, col2im, conv_out_size, grid_columns, im2col, pair
 
@@ -413,7 +413,8 @@ def maxpool2d_backward(dout, cache):
 # column won" (for each of the window's two rows) and "the top row won". Comparing with >=
 # gives ties to the left and the top, i.e. to the first element in row-major order.
 # Everything is element-wise on views, so it runs in whatever memory layout x has (the
-# convs give channel-major maps) and allocates its results in that same layout.
+# convs give channel-major maps) and allocates its results in that same layout, and the
+# channels can be split between threads (backend.in_parallel), each writing its own slice.
 
 def _maxpool2x2_forward(x):
     xp = get_array_module(x)
