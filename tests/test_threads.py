@@ -129,6 +129,8 @@ def test_more_threads_later_get_a_bigger_pool(threads):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+# Python 3.12+ warns on any fork of a process with threads; forking one is the point here
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
 def test_a_forked_child_gets_its_own_threads(threads):
     threads(2)
     assert len(slices_seen(4)) == 2  # the parent's pool exists before the fork
