@@ -10,6 +10,9 @@ inside ``try``, and nowhere else.
 
 dtype rule: float32 is the default; float64 is kept where the input is float64
 (gradient checks run in float64). Nothing silently widens float32 to float64.
+
+Also here: the host random numbers, and ``in_parallel``, the threads that split the big
+element-wise passes over the CPU's cores (one plain call on a GPU).
 """
 import os
 import threading
