@@ -14,22 +14,27 @@ whole step for A and B, and B/A.
 The step is the one of bench.py: the plain small VGG (dropout on), softmax
 cross-entropy, backward (without the input gradient where the version has that
 option), SGD with momentum, at batch 32 / 64x64 and batch 16 / 112x112.
+
+As in bench.py, the header names the CPU, the BLAS and the kernel it runs (hostinfo.py),
+and the timing runs in a child process without the BLAS pins ``OPENBLAS_CORETYPE`` /
+``OPENBLAS_L2_SIZE``; ``--keep-blas-env`` keeps them.
 """
 import argparse
 import importlib.util
 import inspect
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
+import hostinfo  # beside this script (sys.path[0] when it runs); imports no NumPy
+
 # what tinyinterp's __init__.py sets when it is imported before NumPy (here NumPy comes
 # first, to load two versions): OpenBLAS's idle threads sleep soon, for both versions
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
-
-import numpy as np  # noqa: E402
 
 NUM_CLASSES = 10
 
@@ -94,6 +99,7 @@ def median_ms(samples, skip):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("a", help="checkout A (the folder holding tinyinterp/)")
     parser.add_argument("b", help="checkout B")
@@ -101,9 +107,31 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--sizes", default="32x64,16x112",
                         help="batch x image size, comma-separated (default: %(default)s)")
+    parser.add_argument("--keep-blas-env", action="store_true",
+                        help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when timing (default: lifted)")
+    parser.add_argument("--timed-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if not args.timed_process:
+        # the pins are read by OpenBLAS when it loads, so the timing runs in a child
+        # started without them (this process's environment stays as it is)
+        pins = hostinfo.pins_report(os.environ, args.keep_blas_env)
+        for line in hostinfo.describe(hostinfo.cpu_info(), None, pins):
+            print(line, flush=True)
+        env = hostinfo.worker_env(os.environ, args.keep_blas_env)
+        return subprocess.call([sys.executable, str(Path(__file__).resolve()), *argv, "--timed-process"],
+                               env=env)
+    time_two_versions(args)
+    return 0
+
+
+def time_two_versions(args):
+    """The child's work: import both versions, alternate their steps, print the table."""
+    import numpy as np
+
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     versions = [load(args.a, "ti_a"), load(args.b, "ti_b")]
+    for line in hostinfo.describe(None, hostinfo.blas_info(), None):
+        print(line)
     print(f"A = {args.a}\nB = {args.b}")
     for N, S in sizes:
         rng = np.random.default_rng(0)
@@ -130,4 +158,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Time tinyinterp against PyTorch on the same machine, in the same run.
 
-    python benchmarks/bench.py [--quick | --tiny] [--device cpu|gpu] [--json out.json]
+    python benchmarks/bench.py [--quick | --tiny] [--device cpu|gpu] [--json out.json] [--keep-blas-env]
 
 What is timed (float32; CPU by default, CuPy / PyTorch CUDA with --device gpu):
 
@@ -25,6 +25,12 @@ there are cores (so does OpenBLAS under NumPy). The machine's load average, and 
 time other processes took during the run, are printed and saved, because a busy
 machine makes every number here unreliable.
 
+The header says what ran (hostinfo.py): the CPU and its vector extensions, the BLAS
+NumPy uses and the kernel it picked, read inside the tinyinterp worker, and the BLAS
+pins. The workers run without ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` (set in every
+shell on some machines, they pin OpenBLAS to a slower kernel than a user would get);
+``--keep-blas-env`` keeps them.
+
 --quick: fewer rounds (under a minute). --tiny: tiny sizes, one repetition (a smoke test
 of this script, used by tests/test_bench.py; its numbers mean nothing).
 """
@@ -38,6 +44,8 @@ import sys
 import time
 from importlib.util import find_spec
 from pathlib import Path
+
+import hostinfo  # beside this script (sys.path[0] when it runs); imports no NumPy
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -136,7 +144,9 @@ class TinyinterpCases:
         # torch_imported: tinyinterp must never import torch (checked by tests/test_bench.py)
         info = {"numpy": np.__version__, "threads": _core_count(), "torch_imported": "torch" in sys.modules,
                 "tinyinterp_threads": self.ti.get_num_threads(),
-                "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}
+                "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+                # read here, in the process whose NumPy does the timed work
+                "blas": hostinfo.blas_info(), "blas_pins_seen": hostinfo.blas_pins(os.environ)}
         if self.device == "gpu":
             import cupy
 
@@ -358,13 +368,14 @@ def worker_main(lib, device):
 
 
 class Worker:
-    """A worker process for one library, started with the same Python as this script."""
+    """A worker process for one library, started with the same Python as this script,
+    in the environment ``env`` (None: this process's)."""
 
-    def __init__(self, lib, device):
+    def __init__(self, lib, device, env=None):
         self.lib = lib
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", lib, "--device", device],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         hello = self._read()
         self.error = hello.get("error")
         self.info = hello.get("info", {})
@@ -523,10 +534,18 @@ def fmt(v, spec, width):
     return format(v, spec).rjust(width) if v is not None else "-".rjust(width)
 
 
+def host_lines(meta):
+    """The header's lines on the machine: CPU, the tinyinterp worker's BLAS, the pins."""
+    blas = meta["libraries"].get("tinyinterp", {}).get("blas")
+    return hostinfo.describe(meta["host"]["cpu"], blas, meta["host"]["blas_pins"])
+
+
 def print_table(results, peak, share, meta, out=print):
     out("")
     out(f"tinyinterp vs PyTorch, {meta['device']}, {meta['cores']} cores; ratio = tinyinterp / torch "
         "(lower is better); %pk = GFLOP/s / the same library's sgemm GFLOP/s")
+    for line in host_lines(meta):
+        out(line)
     head = (f"{'case':<36}{'tiny ms':>10}{'torch ms':>10}{'ratio':>7}{'tiny GF/s':>10}{'%pk':>6}"
             f"{'torch GF/s':>11}{'%pk':>6}{'iqr':>6}")
     out(head)
@@ -562,7 +581,7 @@ def print_table(results, peak, share, meta, out=print):
         out("WARNING: other processes were busy during the run; ratios are less reliable. Re-run on an idle machine.")
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (under a minute)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes, one repetition (smoke test)")
@@ -571,8 +590,14 @@ def main(argv=None):
     parser.add_argument("--no-torch", action="store_true", help="time tinyinterp only")
     parser.add_argument("--only", help="run only the cases whose name contains this text")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 5, --quick 3)")
+    parser.add_argument("--keep-blas-env", action="store_true",
+                        help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the workers (default: lifted)")
     parser.add_argument("--worker", choices=["tinyinterp", "torch"], help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.worker:
         worker_main(args.worker, args.device)
         return 0
@@ -584,8 +609,12 @@ def main(argv=None):
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     t0, busy0 = time.perf_counter(), _busy_seconds()
     self_cpu0 = time.process_time()
+    # the workers time what a user gets: no BLAS pins unless --keep-blas-env (this
+    # process's own environment stays as it is)
+    env = hostinfo.worker_env(os.environ, args.keep_blas_env)
+    host = {"cpu": hostinfo.cpu_info(), "blas_pins": hostinfo.pins_report(os.environ, args.keep_blas_env)}
     workers = []
-    ti = Worker("tinyinterp", args.device)
+    ti = Worker("tinyinterp", args.device, env)
     if ti.error:
         ti.close()
         if args.device == "gpu":
@@ -601,7 +630,7 @@ def main(argv=None):
     elif find_spec("torch") is None:
         log("PyTorch is not installed: timing tinyinterp only")
     else:
-        tw = Worker("torch", args.device)
+        tw = Worker("torch", args.device, env)
         if tw.error:
             log(f"PyTorch reference unavailable ({tw.error}): timing tinyinterp only")
             tw.close()
@@ -611,6 +640,8 @@ def main(argv=None):
     if args.only:
         cases = [c for c in cases if args.only in c["name"] or c["kind"] == "matmul"]
     log(f"{mode} run on {args.device}: {len(cases)} cases, {cfg['rounds']} interleaved rounds")
+    for line in hostinfo.describe(host["cpu"], ti.info.get("blas"), host["blas_pins"]):
+        log(line)
     try:
         results = run_cases(cases, workers, cfg, log)
         own = [w.cpu_seconds() for w in workers]
@@ -625,7 +656,7 @@ def main(argv=None):
     share = mask_share(results)
     meta = {"mode": mode, "device": args.device, "cores": _core_count(), "wall_s": wall,
             "python": platform.python_version(), "machine": platform.machine(),
-            "processor": platform.processor(),
+            "processor": platform.processor(), "host": host,
             "libraries": {w.lib: w.info for w in workers},
             "load": load_report(busy0, _busy_seconds(), own_cpu, wall),
             "repetitions": {k: cfg[k] for k in ("rounds", "reps", "warmup", "min_time")}}

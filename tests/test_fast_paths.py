@@ -1,4 +1,5 @@
-"""The fast paths of layers.py against the readable ones, PyTorch and finite differences.
+"""The fast paths of conv_engine.py and layers.py against the readable ones, PyTorch and
+finite differences.
 
 conv2d_forward/backward take the padded-grid path (im2col.PaddedGrid) for stride-1
 "same" convs (odd kernel, pad = kernel // 2), and maxpool2d_forward/backward a two-step
@@ -16,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from strategies import XP_SETTINGS, distinct_values, seeds
-from tinyinterp import gradcheck, layers
+from tinyinterp import conv_engine, gradcheck
 from tinyinterp.backend import to_numpy
 from tinyinterp.im2col import PaddedGrid, grid_columns, im2col
 from tinyinterp.layers import (
@@ -59,7 +60,7 @@ def channel_major(a):
 def chunking(request, monkeypatch):
     """Default chunks, or chunks of 1 or 7 im2col columns: boundaries everywhere."""
     if request.param is not None:
-        monkeypatch.setattr(layers, "chunk_columns", lambda rows, itemsize, xp, mib=None: request.param)
+        monkeypatch.setattr(conv_engine, "chunk_columns", lambda rows, itemsize, xp, mib=None: request.param)
     return request.param
 
 
@@ -109,7 +110,7 @@ def test_grid_layout_is_the_cheaper_one(C, OC, layouts):
     # summing kernel rows costs (KH-1)*OC rows of additions, stacking them (KH-1)*KW*C
     # copied rows: the forward conv maps C -> OC channels, the backward's dx conv OC -> C
     g = PaddedGrid(2, 6, 6, 1, 1)
-    forward, backward = layers._grid_layout(g, C, OC, 3, 3), layers._grid_layout(g, OC, C, 3, 3)
+    forward, backward = conv_engine._grid_layout(g, C, OC, 3, 3), conv_engine._grid_layout(g, OC, C, 3, 3)
     assert tuple("summed" if lay[0] else "stacked" for lay in (forward, backward)) == layouts
     assert forward[0] or (forward[2], forward[3]) == (1, 0)  # stacked: one block, no halo
     summed = forward if forward[0] else backward

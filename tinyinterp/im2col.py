@@ -107,7 +107,7 @@ def col2im(col, input_shape, SH, SW, PH, PW):
 # and the im2col matrix is built a few thousand columns at a time (``grid_columns``), each
 # chunk used while it is still in the CPU cache. A conv with many input channels builds
 # only one kernel row's offsets (3x instead of 9x for a 3x3 kernel) and sums the kernel
-# rows after the product instead (``layers._grid_conv``).
+# rows after the product instead (``conv_engine._grid_conv``).
 
 class PaddedGrid:
     """Geometry of the padded grid of an (N, H, W) batch with padding (PH, PW)."""
@@ -182,7 +182,7 @@ def grid_columns(grid, offsets, start, length, chunk, halo=0, ones_row=False, wr
     e - s + 2*halo columns, built ``chunk`` positions at a time into one reused buffer (so
     use col before asking for the next chunk). A conv that stacks every kernel offset in
     the matrix needs no halo; one that sums its kernel rows after the product needs the
-    rows above and below the chunk (see layers.py). With ``ones_row``, col has one more
+    rows above and below the chunk (see conv_engine.py). With ``ones_row``, col has one more
     row, all ones: a weight matrix with the bias as its last column then adds the bias
     inside the product. ``wrap`` = (W, shifts) is the horizontal zero padding: for each
     offset k whose column shift dj = shifts[k] is not 0, the entries whose pixel would lie

@@ -15,10 +15,15 @@ Contract for every layer: ``params`` and ``grads`` are dicts with the same keys;
 backward never changes ``dout`` and returns arrays in the input's dtype (shape-only
 layers such as Flatten may return a view of ``dout``; nothing writes into it).
 Shapes are (N, C, H, W) for images and feature maps (notation in im2col.py).
+
+The convs with stride 1 and "same" padding (every conv of the small VGG) run on the fast
+padded-grid engine of conv_engine.py; ``conv2d_forward`` / ``conv2d_backward`` here choose
+it and hold the plain im2col path for every other geometry.
 """
 from .backend import get_array_module, he_normal, host_rng, host_zeros, in_parallel, random_uniform_like, to_device
 from ._checks import check_array, check_channels
-from .im2col import PaddedGrid, chunk_columns, col2im, conv_out_size, grid_columns, im2col, pair
+from .conv_engine import is_same_conv, same_conv_backward, same_conv_forward
+from .im2col import col2im, conv_out_size, im2col, pair
 
 
 def _short(p):
@@ -80,97 +85,14 @@ class Layer:
 # Two implementations of the same function, chosen by the conv's geometry:
 #
 # - stride 1 and "same" padding (odd kernel, pad = kernel // 2; every conv of the small
-#   VGG): the padded grid of im2col.py (``_grid_conv``). The im2col matrix is built from
-#   shifted rows of the grid, a cache-sized chunk at a time, and multiplied by the weights.
-#   The backward never builds col2im: dx is the same kind of conv, of dout with the
-#   transposed, flipped weights, and dW comes from the same chunk of dout's im2col.
+#   VGG): the fast padded-grid engine of conv_engine.py (lesson 12), which builds the
+#   im2col matrix from shifted rows of a padded copy of x, a cache-sized chunk at a time,
+#   and needs no col2im in the backward.
 # - anything else (strides, other paddings): plain im2col and col2im, as in lesson 02.
 #
 # Both keep the channel axis first in memory: y is returned as a (N, OC, H, W) view of a
 # (OC, N, H, W) array. Element-wise layers keep that layout, so the next conv reads its
 # input channel by channel without a transposing copy.
-
-def _is_same_conv(KH, KW, SH, SW, PH, PW):
-    return SH == SW == 1 and KH == 2 * PH + 1 and KW == 2 * PW + 1
-
-
-def _matmul_into(a, b, out):
-    """out[...] = a @ b. NumPy writes the product straight into ``out`` (a slice of a
-    larger array is fine); CuPy's matmul has no ``out`` in every version, so it copies."""
-    xp = get_array_module(out)
-    if xp.__name__ == "numpy":
-        xp.matmul(a, b, out=out)
-    else:
-        out[...] = a @ b
-
-
-def _grid_layout(g, C, OC, KH, KW):
-    """(summed, offsets, blocks, halo) of the im2col matrix of ``_grid_conv``."""
-    if KH > 1 and OC < KW * C:  # sum the kernel rows after the product
-        # within one kernel row, the flat offset of (j) is just its column shift j - PW
-        return True, g.shifts(1, KW), KH, g.PH * g.row
-    return False, g.offsets(KH, KW), 1, 0  # stack every kernel offset in the matrix
-
-
-def _wrap(g, summed, KH, KW):
-    """``grid_columns``'s wrap for the offsets of ``_grid_layout``: (W, column shifts)."""
-    return (g.W, g.shifts(1, KW) if summed else g.shifts(KH, KW))
-
-
-def _grid_conv(grid, g, weight, bias, out, each_chunk=None, relu_mask=None):
-    """out[o, p] = sum_{c, i, j} weight[o, c, i, j] grid[c, p + off_ij] (+ bias[o]) at every
-    image grid position p (``g.start + p``), where off_ij = (i - PH) * row + (j - PW).
-
-    Two ways to lay out the im2col matrix, chosen by which costs fewer copied rows:
-    - stack all KH*KW offsets (KH*KW*C rows): out is one product, W (OC, KH*KW*C) @ col;
-    - stack only the KW offsets of one kernel row (KW*C rows, over the chunk and PH image
-      rows above and below it, the ``halo``), multiply by all kernel rows at once,
-      P = W (KH*OC, KW*C) @ col, and add the KH blocks of P shifted by i image rows:
-      out[:, t] = sum_i P[i*OC:(i+1)*OC, t + i*row]. That copies KH times fewer input
-      rows into the matrix for (KH-1)*OC rows of additions; with C = OC = 32 and a 3x3
-      kernel, 96 copied rows and 64 added instead of 288 copied.
-    ``each_chunk(s, e, col, blocks)`` (the backward's weight gradient) sees each chunk;
-    ``blocks`` is KH when the kernel rows were summed, else 1.
-
-    The ReLU fused in: with ``relu_mask``, a bool array shaped like ``out``, each chunk
-    of out is rectified in place, out = max(out, 0), and relu_mask = out > 0 recorded,
-    while the chunk is still in the cache. No separate pass over the whole output.
-    """
-    xp = get_array_module(grid)
-    OC, C, KH, KW = weight.shape
-    R = g.row
-    summed, offsets, blocks, halo = _grid_layout(g, C, OC, KH, KW)
-    if summed:
-        wmat = weight.transpose(2, 0, 3, 1).reshape(KH * OC, KW * C)  # [(i, o), (j, c)]
-    else:
-        wmat = weight.transpose(0, 2, 3, 1).reshape(OC, KH * KW * C)  # [o, (i, j, c)]
-    if bias is not None:  # an extra column: the bias meets col's row of ones (once, block 0)
-        column = xp.zeros((blocks * OC, 1), dtype=wmat.dtype)
-        column[:OC, 0] = bias
-        wmat = xp.concatenate([wmat, column], axis=1)
-    chunk = chunk_columns(wmat.shape[1], grid.itemsize, xp)
-    if summed:
-        prod = xp.empty((KH * OC, min(chunk, g.length) + 2 * halo), dtype=grid.dtype)
-    for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo, bias is not None,
-                                  _wrap(g, summed, KH, KW)):
-        done = out[:, s:e]
-        if summed:
-            n, p = e - s, prod[:, :col.shape[1]]
-            _matmul_into(wmat, col, p)
-            xp.add(p[:OC, :n], p[OC:2 * OC, R:R + n], out=done)
-            for i in range(2, KH):
-                done += p[i * OC:(i + 1) * OC, i * R:i * R + n]
-        else:
-            _matmul_into(wmat, col, done)
-        if relu_mask is not None:
-            # ReLU as out * (out > 0) (negatives become -0.0, equal to 0): measured on a
-            # 2-core EPYC, NumPy's maximum(out, 0) runs at 1.0-1.4 G elements/s even in the
-            # cache, these two passes together about 2x faster
-            xp.greater(done, 0, out=relu_mask[:, s:e])
-            xp.multiply(done, relu_mask[:, s:e], out=done)
-        if each_chunk is not None:
-            each_chunk(s, e, col, blocks)
-
 
 def conv2d_forward(x, weight, bias, stride=1, pad=0, relu=False):
     """y[n, o] = sum_c x_pad[n, c] (*) weight[o, c] + bias[o], as one matrix product.
@@ -189,15 +111,8 @@ def conv2d_forward(x, weight, bias, stride=1, pad=0, relu=False):
     xp = get_array_module(x)
     dtype = xp.result_type(x.dtype, weight.dtype)
     weight, bias = weight.astype(dtype, copy=False), bias.astype(dtype, copy=False)
-    if _is_same_conv(KH, KW, SH, SW, PH, PW):
-        g = PaddedGrid(N, H, W, PH, PW)
-        grid = g.embed(x.transpose(1, 0, 2, 3).astype(dtype, copy=False))  # (C, flat)
-        y = xp.empty((OC, g.length), dtype=dtype)  # the conv at every image grid position
-        mask = xp.empty((OC, g.length), dtype=bool) if relu else None
-        _grid_conv(grid, g, weight, bias, y, relu_mask=mask)
-        y = g.interior(y).transpose(1, 0, 2, 3)  # (N, OC, H, W) view of the pixels
-        # the grid is all backward needs of x: about 1.1x its size (im2col would be 9x)
-        return y, ("grid", g, grid, weight, mask)
+    if is_same_conv(KH, KW, SH, SW, PH, PW):
+        return same_conv_forward(x, weight, bias, (PH, PW), relu)
     OH, OW = conv_out_size(H, KH, SH, PH), conv_out_size(W, KW, SW, PW)
     # weight rows in the same (i, j, c) order as the im2col rows
     w2d = weight.transpose(0, 2, 3, 1).reshape(OC, KH * KW * C)
@@ -222,7 +137,7 @@ def conv2d_backward(dout, cache, input_grad=True):
     y > 0 and 0 elsewhere, comes first.
     """
     if cache[0] == "grid":
-        return _same_conv_backward(dout, *cache[1:], input_grad=input_grad)
+        return same_conv_backward(dout, *cache[1:], input_grad=input_grad)
     _, x_shape, w_shape, col, w2d, (SH, SW), (PH, PW), mask = cache
     if mask is not None:
         dout = dout * mask
@@ -238,80 +153,6 @@ def conv2d_backward(dout, cache, input_grad=True):
     dcol = (w2d.T @ dy).reshape(KH, KW, C, N, OH, OW)
     dx = col2im(dcol, (C, N, H, W), SH, SW, PH, PW).transpose(1, 0, 2, 3)  # (N, C, H, W)
     return xp.ascontiguousarray(dx), xp.ascontiguousarray(dweight), dbias
-
-
-def _same_conv_backward(dout, g, grid, weight, relu_mask, input_grad=True):
-    """Backward of the padded-grid conv.
-
-    With dy on the same grid (zeros in the gap rows and margins), forward was
-        y[o, p] = sum_{c, i, j} w[o, c, i, j] grid[c, p + off_ij],
-    the sum over only the (p, i, j) whose pixel p + off_ij lies on the image (the
-    wrapped entries of the im2col chunks are zeroed, im2col.py); so, substituting
-    t = p + off_ij, and with the same restriction,
-        dx[c, t]       = sum_{o, i, j} w[o, c, i, j] dy[o, t - off_ij]
-        dw[o, c, i, j] = sum_t dy[o, t - off_ij] grid[c, t].
-    As -off_ij = off_(KH-1-i)(KW-1-j), dx is the forward conv of dy with the transposed,
-    flipped weights wf[c, o, i, j] = w[o, c, KH-1-i, KW-1-j], and the im2col chunk that
-    conv builds of dy holds every dy[o, t - off_ij] that dw needs: row (j', o) of block
-    i' (``_grid_conv``; one block of rows (i', j', o) if the rows were stacked) at
-    column t is dy[o, t + off_i'j'], so col @ grid.T gives dw at i = KH-1-i', j = KW-1-j'.
-
-    Without dx (``input_grad=False``), dw is taken the other way round, from the
-    forward's im2col matrix of x: dw[o, c, i, j] = sum_p dy[o, p] grid[c, p + off_ij].
-    That builds x's KH*KW*C rows instead of dy's rows, much less for a first conv of 3
-    channels (which is where training asks for it).
-
-    After a fused ReLU (``relu_mask``, from the forward), the ReLU's backward is done
-    while dout is copied onto the grid: dy = dout * mask, in the same pass.
-    """
-    xp = get_array_module(dout)
-    OC, C, KH, KW = weight.shape
-    dtype, R = grid.dtype, g.row
-    mask = None if relu_mask is None else g.interior(relu_mask)
-    dy = g.embed(dout.transpose(1, 0, 2, 3).astype(dtype, copy=False), mask)  # (OC, flat)
-    dbias = _row_sums(dy)  # the gaps are zeros
-    if not input_grad:
-        return None, _same_conv_weight_grad(dy, g, grid, KH, KW), dbias
-    flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, OC, KH, KW)
-    dx = xp.empty((C, g.length), dtype=dtype)
-    dw = xp.zeros((KH * KW * OC, C), dtype=dtype)  # rows (i', j', o), flipped
-
-    def weight_grad(s, e, col, blocks):
-        n, x_t, rows = e - s, grid[:, g.start + s:g.start + e].T, col.shape[0]
-        for b in range(blocks):
-            dw[b * rows:(b + 1) * rows] += col[:, b * R:b * R + n] @ x_t
-
-    _grid_conv(dy, g, flipped, None, dx, each_chunk=weight_grad)
-    dweight = dw.reshape(KH, KW, OC, C)[::-1, ::-1].transpose(2, 3, 0, 1)  # (OC, C, KH, KW)
-    return g.interior(dx).transpose(1, 0, 2, 3), xp.ascontiguousarray(dweight), dbias
-
-
-def _row_sums(a):
-    """a.sum(axis=1) of a 2-D array, rows split over threads (each row's sum unchanged)."""
-    xp = get_array_module(a)
-    sums = xp.empty(a.shape[0], dtype=a.dtype)
-
-    def part(lo, hi):
-        a[lo:hi].sum(axis=1, out=sums[lo:hi])
-
-    in_parallel(part, a.shape[0], xp, a.size)
-    return sums
-
-
-def _same_conv_weight_grad(dy, g, grid, KH, KW):
-    """dw[o, c, i, j] = sum_p dy[o, p] grid[c, p + off_ij], from x's im2col chunks."""
-    xp = get_array_module(dy)
-    OC, C, R = dy.shape[0], grid.shape[0], g.row
-    summed, offsets, blocks, halo = _grid_layout(g, C, OC, KH, KW)
-    rows = len(offsets) * C
-    dw = xp.zeros((OC, blocks * rows), dtype=dy.dtype)  # columns (i, j, c) in both layouts
-    chunk = chunk_columns(rows, grid.itemsize, xp)
-    for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo, False,
-                                  _wrap(g, summed, KH, KW)):
-        n, dy_s = e - s, dy[:, g.start + s:g.start + e]
-        for b in range(blocks):  # kernel row b when its rows were summed
-            dw[:, b * rows:(b + 1) * rows] += dy_s @ col[:, b * R:b * R + n].T
-    return xp.ascontiguousarray(dw.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2))
 
 
 def conv2d_naive(x, weight, bias, stride=1, pad=0):

@@ -12,7 +12,7 @@ class Sequential:
     Fusion: a Conv2d directly followed by a ReLU runs as one step,
     ``conv.forward(x, relu=True)``. The conv rectifies each chunk of its output while the
     chunk is still in the CPU cache, and its backward applies the ReLU's mask while it
-    copies dout onto its grid (layers.py). The numbers are the same as running the two
+    copies dout onto its grid (conv_engine.py). The numbers are the same as running the two
     layers one after the other, bit for bit. The ReLU's forward then reads cached chunks
     instead of the whole output, and its backward needs no pass of its own: 3-5% of a
     training step of the small VGG (benchmarks/README.md). The ReLU stays in the list
