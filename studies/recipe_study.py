@@ -21,11 +21,10 @@ baseline of every ``ft-*`` recipe.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
+
+from jobs import run_jobs  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {
@@ -93,47 +92,20 @@ def run(args):
     for d in set(args.data) - set(datasets):
         print(f"skipping {d}: {DATASETS[d][0]} is not there")
     pending = jobs_in_order(datasets, args.seeds, args.recipes)
-    done, lock = set(), threading.Lock()
-    logs = Path(args.out) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if args.jobs > 1:
         env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["TINYINTERP_NUM_THREADS"] = "1"
 
-    def ready(job):
+    def ready(job, done):
         data, seed, recipe = job
         return not recipe.startswith("ft") or (data, seed, "scratch") in done
 
-    def worker():
-        while True:
-            with lock:
-                job = next((j for j in pending if ready(j)), None)
-                if job is None:
-                    if not pending:
-                        return
-                else:
-                    pending.remove(job)
-            if job is None:
-                time.sleep(2)
-                continue
-            name = "-".join(map(str, job))
-            t0 = time.time()
-            with open(logs / f"{name}.log", "w") as log:
-                rc = subprocess.call(job_command(args.out, *job), stdout=log, stderr=subprocess.STDOUT,
-                                     env=env, cwd=ROOT)
-                if rc == 0:
-                    rc = subprocess.call([sys.executable, "-m", "tinyinterp", "evaluate",
-                                          str(run_dir(args.out, *job))], stdout=log,
-                                         stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            print(f"{name}: exit {rc}, {time.time() - t0:.0f} s", flush=True)
-            with lock:
-                done.add(job)  # a diverged run is done too: the table reports it
+    def commands(job):
+        return [job_command(args.out, *job),
+                [sys.executable, "-m", "tinyinterp", "evaluate", str(run_dir(args.out, *job))]]
 
-    threads = [threading.Thread(target=worker) for _ in range(args.jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_jobs(pending, ready, commands, lambda job: "-".join(map(str, job)), Path(args.out) / "logs",
+             env, args.jobs, ROOT)
 
 
 # ------------------------------------------------------------------------------ the table

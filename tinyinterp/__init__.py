@@ -51,7 +51,7 @@ from .filter_loss import FilterCategories, MutualInformationLoss
 from .interpretable import InterpretableMask
 from .vgg import receptive_field, small_vgg
 from .train import TrainConfig, TrainingDiverged, load_run, train_one
-from . import data, metrics, visualize
+from . import data, metrics, runs, visualize
 from .metrics import evaluate_model, evaluate_runs, location_instability
 
 __version__ = "0.1.0"

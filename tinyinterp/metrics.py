@@ -46,6 +46,8 @@ import numpy as np
 
 from .backend import to_device, to_numpy
 from .checkpoint import atomic_write_text
+from .losses import predict
+from .runs import load_data, load_run, net_dirs
 from .vgg import receptive_field
 
 LANDMARK_GROUPS = ("head", "back", "tail")
@@ -87,7 +89,7 @@ def collect_maps(model, ds, mean, std, device="cpu", batch_size=64):
                     parts[i]["max"].append(to_numpy(flat.max(axis=2)))
                     parts[i]["units"].append(np.stack([arg // w, arg % w], axis=-1))
                     sides[i] = (h, w)
-            preds.append(to_numpy(x.argmax(axis=1)))
+            preds.append(to_numpy(predict(x)))
     finally:
         model.train(was_training)
     layers = {}
@@ -143,8 +145,9 @@ def _select(landmarks, visible, part_ids):
 def _deviation_matrix(positions, scores, landmarks, visible, top_k, shuffle_rng=None):
     """D (F, K) in pixels: std (N - 1) of landmark-to-position distances over each filter's
     top-K images (by score, among images where the landmark is visible; ties keep image
-    order). With ``shuffle_rng`` each filter's positions are permuted among its own top-K
-    images first (the shuffled control). NaN where fewer than 2 images qualify."""
+    order), and beside it the mean of those distances (F, K). With ``shuffle_rng`` each
+    filter's positions are permuted among its own top-K images first (the shuffled
+    control). NaN where fewer than 2 images qualify."""
     positions = np.asarray(positions, np.float64)
     scores = np.asarray(scores)
     n_img, n_filt = scores.shape
@@ -157,6 +160,7 @@ def _deviation_matrix(positions, scores, landmarks, visible, top_k, shuffle_rng=
         raise ValueError(f"top_k must be at least 2, got {top_k}")
     cols = np.arange(n_filt)
     out = np.full((n_filt, landmarks.shape[1]), np.nan)
+    mean = out.copy()
     for k in range(landmarks.shape[1]):
         idx = np.flatnonzero(visible[:, k])
         if len(idx) < 2:
@@ -169,7 +173,8 @@ def _deviation_matrix(positions, scores, landmarks, visible, top_k, shuffle_rng=
             pos = np.take_along_axis(pos, perm[..., None], axis=0)
         dist = np.linalg.norm(landmarks[rows, k] - pos, axis=-1)         # (M, F)
         out[:, k] = dist.std(axis=0, ddof=1)
-    return out
+        mean[:, k] = dist.mean(axis=0)
+    return out, mean
 
 
 def _nanmean(a, axis):
@@ -181,7 +186,7 @@ def _nanmean(a, axis):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def _summarise(dev, dead):
+def _summarise(dev, dead, mean_distance):
     """Per-filter, per-landmark and layer values from D (F, K), leaving out dead and
     all-NaN filters."""
     per_filter = _nanmean(dev, axis=1)
@@ -192,6 +197,7 @@ def _summarise(dev, dead):
             "per_filter": per_filter,
             "per_landmark": per_landmark,
             "per_filter_landmark": dev,
+            "mean_distance": mean_distance,
             "valid": valid,
             "dead_filters": int(dead.sum()),
             "nan_filters": int((~valid & ~dead).sum()),
@@ -211,13 +217,14 @@ def location_instability(positions, scores, landmarks, visible, part_ids, diagon
         top_k: images per (filter, landmark), highest score first, among visible images.
     Returns a dict: "value" (the layer's instability), "per_filter" (F,) (NaN for dropped
     filters), "per_landmark" (K,) mean over kept filters, "per_filter_landmark" (F, K),
-    "valid" (F,) bool, "dead_filters" (max activation 0 on every image), "nan_filters"
+    "mean_distance" (F, K) the mean landmark-to-position distance over the same images
+    (also divided by the diagonal), "valid" (F,) bool, "dead_filters" (max activation 0 on every image), "nan_filters"
     (no landmark with >= 2 images), "dropped_filters" (both), "filters".
     """
     landmarks, visible = _select(landmarks, visible, part_ids)
-    dev = _deviation_matrix(positions, scores, landmarks, visible, top_k) / float(diagonal)
+    dev, mean = _deviation_matrix(positions, scores, landmarks, visible, top_k)
     dead = ~(np.asarray(scores).max(axis=0) > 0)
-    return _summarise(dev, dead)
+    return _summarise(dev / float(diagonal), dead, mean / float(diagonal))
 
 
 def shuffled_control(positions, scores, landmarks, visible, part_ids, diagonal, top_k=100,
@@ -227,10 +234,11 @@ def shuffled_control(positions, scores, landmarks, visible, part_ids, diagonal, 
     Same selection, dropping and return dict as :func:`location_instability`."""
     landmarks, visible = _select(landmarks, visible, part_ids)
     rng = np.random.default_rng(seed)
-    dev = np.mean([_deviation_matrix(positions, scores, landmarks, visible, top_k, shuffle_rng=rng)
-                   for _ in range(max(1, int(repeats)))], axis=0) / float(diagonal)
+    runs = [_deviation_matrix(positions, scores, landmarks, visible, top_k, shuffle_rng=rng)
+            for _ in range(max(1, int(repeats)))]
+    dev = np.mean([d for d, _ in runs], axis=0) / float(diagonal)
     dead = ~(np.asarray(scores).max(axis=0) > 0)
-    return _summarise(dev, dead)
+    return _summarise(dev, dead, runs[0][1] / float(diagonal))  # shuffling keeps the mean
 
 
 def _central(n):
@@ -268,7 +276,8 @@ def reference_values(landmarks3, visible3, n, start, jump, diagonal, top_k=100, 
       landmark k (position = that cell's RF centre, i.e. quantised). Where k is not
       visible it fires weakly (score below every visible image) at a random unit.
       Scored like any filter (mean over all landmarks); "landmark_oracle_own" is its D
-      for landmark k alone (the quantisation floor);
+      for landmark k alone (the quantisation floor) and "landmark_oracle_distance" its
+      mean distance to landmark k (how near a filter that sits on the part gets);
     - "uniform_centre_share": the centre share of a uniform argmax.
     """
     landmarks3 = np.asarray(landmarks3, np.float64)
@@ -289,7 +298,7 @@ def reference_values(landmarks3, visible3, n, start, jump, diagonal, top_k=100, 
     per_unit = fixed["per_filter"]
     best = int(np.nanargmin(per_unit))
     centre = (n // 2) * n + n // 2
-    oracle, oracle_own = [], []
+    oracle, oracle_own, oracle_distance = [], [], []
     for k in range(n_lm):
         cell = np.floor((landmarks3[:, k] - (start - jump / 2)) / jump).astype(np.int64)
         units = np.clip(cell[:, ::-1], 0, n - 1)  # (x, y) -> (row, col)
@@ -298,6 +307,7 @@ def reference_values(landmarks3, visible3, n, start, jump, diagonal, top_k=100, 
         res = inst(units[:, None], (rng.random(n_img) + visible3[:, k])[:, None])
         oracle.append(res["value"])
         oracle_own.append(float(res["per_filter_landmark"][0, k]))
+        oracle_distance.append(float(res["mean_distance"][0, k]))
     return {"random_argmax": rand["value"],
             "fixed_unit_mean": float(np.nanmean(per_unit)),
             "fixed_unit_best": float(per_unit[best]),
@@ -306,6 +316,7 @@ def reference_values(landmarks3, visible3, n, start, jump, diagonal, top_k=100, 
             "centre_unit": [n // 2, n // 2],
             "landmark_oracle": oracle,
             "landmark_oracle_own": oracle_own,
+            "landmark_oracle_distance": oracle_distance,
             "uniform_centre_share": uniform_centre_share(n)}
 
 
@@ -324,6 +335,38 @@ def tracking_counts(per_filter, per_filter_control, thresholds=THRESHOLDS):
     out["compared"] = int(ok.sum())
     out["min_ratio"] = float(ratio.min()) if ok.any() else float("nan")
     return out
+
+
+def part_offsets(inst, ctrl, threshold=THRESHOLDS[0]):
+    """Where the tracking filters sit relative to the part they follow.
+
+    A filter below ``threshold`` x its shuffled control follows *something*; this tells a
+    filter that sits on a part from one that follows it from a fixed offset (say the
+    crop's top edge straight above the head). For each such filter, the landmark it
+    follows best is the one with the lowest D_{f,k} / control_{f,k}, and its distance is
+    the mean landmark-to-position distance over the same top-K images (divided by the
+    diagonal, like D). Compare it with the landmark oracle's distance (reference values).
+
+    ``inst`` and ``ctrl`` are :func:`location_instability` and :func:`shuffled_control`
+    results. Returns {"filters": how many track, "mean_distance": their mean distance
+    (NaN if none), "per_filter": (F,) distance (NaN for filters that do not track),
+    "landmark": (F,) index of the landmark followed best (-1 for those that do not)}.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = inst["per_filter"] / ctrl["per_filter"]
+        ratio_k = inst["per_filter_landmark"] / ctrl["per_filter_landmark"]
+    tracks = np.isfinite(ratio) & (ratio < threshold)
+    landmark = np.full(len(ratio), -1, np.int64)
+    distance = np.full(len(ratio), np.nan)
+    for f in np.flatnonzero(tracks):
+        finite = np.isfinite(ratio_k[f])
+        if finite.any():
+            landmark[f] = int(np.flatnonzero(finite)[np.argmin(ratio_k[f][finite])])
+            distance[f] = inst["mean_distance"][f, landmark[f]]
+    found = np.isfinite(distance)
+    return {"filters": int(found.sum()),
+            "mean_distance": float(distance[found].mean()) if found.any() else float("nan"),
+            "per_filter": distance, "landmark": landmark}
 
 
 # ----------------------------------------------------------------------------- one model
@@ -352,7 +395,8 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
         accuracy, images, top_k, seed, diagonal, landmarks (names), visible_images
         (per landmark), layers: {"top": {...}, "new": {...}}, reference: {...}.
     Each layer holds: index, n, receptive_field, instability, control, ratio (to control),
-    centre_share, tracking (below_0.8 / below_0.9 / compared / min_ratio), dead_filters,
+    centre_share, tracking (below_0.8 / below_0.9 / compared / min_ratio), offset
+    (:func:`part_offsets`: the tracking filters' distance to the part they follow), dead_filters,
     dropped_filters, filters, per_landmark and control_per_landmark (by name),
     per_filter and per_filter_control (None for dropped filters).
     Undefined values (NaN) are None.
@@ -377,6 +421,7 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
             "instability": inst["value"], "control": ctrl["value"], "ratio": ratio,
             "centre_share": centre_share(m["units"], m["n"], m["max"] > 0),
             "tracking": tracking_counts(inst["per_filter"], ctrl["per_filter"]),
+            "offset": part_offsets(inst, ctrl),
             "dead_filters": inst["dead_filters"], "dropped_filters": inst["dropped_filters"],
             "filters": inst["filters"],
             "per_landmark": dict(zip(LANDMARK_GROUPS, inst["per_landmark"])),
@@ -390,6 +435,7 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
         ref = reference_values(landmarks3, visible3, *grid, diagonal, top_k=top_k, seed=seed)
         ref["landmark_oracle"] = dict(zip(LANDMARK_GROUPS, ref["landmark_oracle"]))
         ref["landmark_oracle_own"] = dict(zip(LANDMARK_GROUPS, ref["landmark_oracle_own"]))
+        ref["landmark_oracle_distance"] = dict(zip(LANDMARK_GROUPS, ref["landmark_oracle_distance"]))
         ref["grid"] = {"n": grid[0], "start": grid[1], "jump": grid[2]}
         reference = ref
     n_img = len(ds)
@@ -412,7 +458,7 @@ def format_table(results_by_net):
     """Plain-text table: one row per (net, layer), then the reference values (printed once
     per distinct set; nets evaluated on the same images share them)."""
     head = ("net", "layer", "acc", "instab.", "control", "ratio", "centre", "<0.8x ctl",
-            "<0.9x ctl", "dropped")
+            "<0.9x ctl", "dist", "dropped")
     rows = []
     for net, res in results_by_net.items():
         for layer, r in res["layers"].items():
@@ -420,6 +466,7 @@ def format_table(results_by_net):
             rows.append((net, layer, _f(res["accuracy"]), _f(r["instability"]), _f(r["control"]),
                          _f(r["ratio"]), _f(r["centre_share"], ".2f"),
                          f"{t['below_0.8']}/{t['compared']}", f"{t['below_0.9']}/{t['compared']}",
+                         _f((r.get("offset") or {}).get("mean_distance")),
                          str(r["dropped_filters"])))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)  # noqa: E731
@@ -434,7 +481,15 @@ def format_table(results_by_net):
             "control. centre: share of",
             "  argmaxes in the central quarter of the map. <0.8x / <0.9x ctl: filters below "
             "that fraction of their",
-            "  own control, of those compared; only < 0.8x counts as tracking a part."]
+            "  own control, of those compared; only < 0.8x counts as tracking a part. dist: "
+            "mean distance / diagonal",
+            "  from a tracking filter's inferred position to the landmark it follows best "
+            "(near the landmark oracle's",
+            "  distance: it sits on the part; far: it follows the part from an offset)."]
+    accuracy_notes = [f"  {net}: {res['accuracy_note']}" for net, res in results_by_net.items()
+                      if res.get("accuracy_note")]
+    if accuracy_notes:
+        out += ["", "acc:"] + accuracy_notes
     groups = []  # [(reference, [nets], a result)] for each distinct set of reference values
     for net, res in results_by_net.items():
         ref = res.get("reference")
@@ -460,6 +515,9 @@ def format_table(results_by_net):
                  " / ".join(_f(v) for v in ref["landmark_oracle"].values())),
                 (f"landmark oracle ({names}), its own landmark",
                  " / ".join(_f(v) for v in ref["landmark_oracle_own"].values())),
+                (f"landmark oracle ({names}), mean distance to its landmark",
+                 " / ".join(_f(v) for v in (ref.get("landmark_oracle_distance") or {}).values())
+                 or "-"),
                 ("centre share of a uniform argmax", _f(ref["uniform_centre_share"], ".2f"))]
         width = max(len(r[0]) for r in rows)
         out += ["", f"reference values{whose}: no network; {res['images']} {res.get('split', '')}"
@@ -471,27 +529,23 @@ def format_table(results_by_net):
 
 # ----------------------------------------------------------------------------- run folder
 
-def _net_order(name):
-    known = ("ordinary", "interpretable")
-    return (known.index(name), "") if name in known else (len(known), name)
-
-
 def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0):
     """Evaluate every net in ``run_root``: each subfolder holding ``checkpoint.npz``
     (ordinary first, then interpretable, then others by name; ``run_root`` itself when it
     holds one). Each net is evaluated on ``split`` of its own config's data, normalised with
     its training split's mean/std. Writes ``evaluation.json`` and ``evaluation.txt`` into
     ``run_root`` (atomically) and returns {net: evaluate_model result} (each with "split"
-    and "run_dir" added)."""
-    from .train import load_data, load_run
+    and "run_dir" added).
 
+    Bird vs. not (``task="bird"``): filters are measured on the split's birds only (the
+    negatives have no parts); "accuracy" is over all of the split's images, and "recall"
+    gives each class's ({"bird": .., "not a bird": ..})."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(run_root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: run folder does not exist")
-    dirs = sorted((p for p in root.iterdir() if (p / "checkpoint.npz").is_file()),
-                  key=lambda p: _net_order(p.name))
+    dirs = list(net_dirs(root).values())
     if (root / "checkpoint.npz").is_file():
         dirs.insert(0, root)
     if not dirs:
@@ -499,17 +553,56 @@ def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0):
     data_cache, results = {}, {}
     for run_dir in dirs:
         model, cfg, _meta = load_run(run_dir, device)
-        key = json.dumps([cfg.data, cfg.classes, cfg.images_per_class, cfg.size, cfg.crop])
+        key = json.dumps([cfg.data, cfg.classes, cfg.images_per_class, cfg.size, cfg.crop,
+                          cfg.task, cfg.negatives])
         if key not in data_cache:
             data_cache[key] = load_data(cfg)
         _ds, train, test, mean, std = data_cache[key]
-        res = evaluate_model(model, train if split == "train" else test, mean, std,
-                             device=device, top_k=top_k, seed=seed)
-        res["split"], res["run_dir"] = split, str(run_dir)
+        ds = train if split == "train" else test
+        if cfg.task == "bird":
+            res = _evaluate_bird_task(model, ds, mean, std, device, top_k, seed)
+        else:
+            res = evaluate_model(model, ds, mean, std, device=device, top_k=top_k, seed=seed)
+        res["split"], res["run_dir"], res["task"] = split, str(run_dir), cfg.task
         results[run_dir.name] = res
     atomic_write_text(root / "evaluation.json", json.dumps(results, indent=1, allow_nan=False))
     atomic_write_text(root / "evaluation.txt", format_table(results) + "\n")
     return results
+
+
+def _evaluate_bird_task(model, ds, mean, std, device, top_k, seed):
+    """evaluate_model on the birds of ``ds``, with the accuracy and each class's recall
+    over all of ``ds`` (birds and non-birds)."""
+    birds = ds.subset(ds.labels == 1)
+    res = evaluate_model(model, birds, mean, std, device=device, top_k=top_k, seed=seed)
+    pred = collect_predictions(model, ds, mean, std, device)
+    res["accuracy"] = float((pred == ds.labels).mean()) if len(ds) else None
+    recall = dict(zip(ds.class_names, class_recalls(pred, ds.labels, len(ds.class_names))))
+    res["recall"] = recall
+    res["negatives"] = int((ds.labels == 0).sum())
+    res["accuracy_note"] = (f"bird vs. not over {len(ds)} images (recall: birds "
+                            f"{_f(recall.get('bird'))}, non-birds {_f(recall.get('not a bird'))}); "
+                            f"filters measured on the {len(birds)} birds")
+    return res
+
+
+def class_recalls(pred, labels, num_classes):
+    """The share of each class's images predicted as that class ((K,) list; None where a
+    class has no image). For bird vs. not: [recall of non-birds, recall of birds]."""
+    return [float((pred[labels == k] == k).mean()) if (labels == k).any() else None
+            for k in range(num_classes)]
+
+
+def collect_predictions(model, ds, mean, std, device="cpu", batch_size=64):
+    """Predicted classes (N,) int64 of ``model`` in eval mode on ``ds`` (NumPy)."""
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        out = [to_numpy(predict(model.forward(to_device(b["x"], device))))
+               for b in ds.batches(batch_size, shuffle=False, flip=False, mean=mean, std=std)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
 
 # ---------------------------------------------------------------------------- command line

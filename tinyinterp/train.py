@@ -8,7 +8,14 @@ ordinary net from random weights; only with ``--protocol finetune``), ``ordinary
     metrics.json     one entry per epoch, plus the final summary
 and the console shows a progress bar within each epoch and one line per epoch. After
 training, the command writes the run's evaluation (evaluation.json / .txt) and pictures
-(pictures/*.png), unless ``--no-report``.
+(pictures/*.png), unless ``--no-report``. Run folders are read back through
+``tinyinterp.runs`` (TrainConfig, load_run, load_data), which evaluate and visualize use too.
+
+Two tasks (``--task``): ``species`` (one class per species, softmax cross-entropy) and
+``bird``, the paper's CUB setting: every bird against non-bird images, one logistic output
+(paper Sec. 5), so every filter of the interpretable layers belongs to one category and
+the negatives' maps get the negative template T^-. With the two-stage protocol the bird
+task's stage 1 trains the species (``--pretrain-task``), and stage 2 replaces the head.
 
 Resuming (``--resume``) continues from the checkpoint so that an interrupted and
 resumed run ends with the same weights as an uninterrupted one: the data order of
@@ -19,46 +26,34 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from .backend import device_module, to_device
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .layers import Dropout
-from .losses import SoftmaxCrossEntropy
+from .losses import LogisticLoss, SoftmaxCrossEntropy, predict
+from .metrics import class_recalls, collect_predictions
 from .optim import SGD
-from .vgg import small_vgg
-
-TOY_BIRDS = Path(__file__).resolve().parents[1] / "data_samples" / "toy_birds"
-
-
-@dataclass
-class TrainConfig:
-    data: str = str(TOY_BIRDS)  # a folder in the CUB-200-2011 layout
-    classes: list = None  # CUB class ids, or None for all
-    images_per_class: int = None
-    size: int = 64  # input side in pixels
-    crop: str = "box"  # "box": the bird's box + 10%; "whole": the whole image
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 0.01
-    warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    dropout: float = 0.5
-    widths: list = field(default_factory=lambda: [32, 64, 128])
-    top_channels: int = 128
-    interpretable: bool = False
-    mask_options: dict = field(default_factory=dict)  # InterpretableMask keyword arguments
-    init_from: str = None  # a checkpoint whose conv/fc weights start this net (two-stage protocol)
-    seed: int = 0
-    device: str = "cpu"
+from .runs import (TOY_BIRDS, TrainConfig, build_model, init_weights_from, load_data, load_run,  # noqa: F401
+                   num_outputs)
 
 
-# The command line's default recipe (README, "Recipe study"); TrainConfig.mask_options
-# stays {} so that library users get InterpretableMask's own defaults.
-RECIPE = {"protocol": "finetune", "finetune_epochs": 6, "finetune_lr": 1e-3, "mask": "argmax",
-          "filter_loss": "exact", "scale_normalise": False, "lambda0": 1e-4, "lam": None}
+# The command line's default recipe per task (README). TrainConfig.mask_options stays {}
+# so that library users get InterpretableMask's own defaults.
+#  species: the recipe study on toy birds and the 10-species subset (studies/README.md);
+#  bird: the paper's CUB setting (bird vs. not); the authors' released-code rule at
+#    multiplier 10, the one recipe that put the new conv clearly below its shuffled
+#    control in issue 13's first measurement (studies/README.md, "bird vs. not").
+RECIPES = {
+    "species": {"protocol": "finetune", "finetune_epochs": 6, "finetune_lr": 1e-3,
+                "mask": "argmax", "filter_loss": "exact", "scale_normalise": False,
+                "lambda0": 1e-4, "lam": None},
+    "bird": {"protocol": "finetune", "finetune_epochs": 6, "finetune_lr": 1e-3,
+             "mask": "argmax", "filter_loss": "authors", "scale_normalise": False,
+             "lambda0": 1e-4, "lam": 10.0},
+}
+RECIPE = RECIPES["species"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -66,43 +61,6 @@ class TrainingDiverged(RuntimeError):
 
 
 # ---- pieces ----
-
-def load_data(cfg):
-    from .data import load_cub
-
-    ds = load_cub(cfg.data, classes=cfg.classes, images_per_class=cfg.images_per_class,
-                  size=cfg.size, crop=cfg.crop)
-    train, test = ds.split("train"), ds.split("test")
-    mean, std = train.mean_std()
-    return ds, train, test, mean, std
-
-
-def build_model(cfg, num_classes):
-    return small_vgg(num_classes=num_classes, input_size=cfg.size, widths=tuple(cfg.widths),
-                     top_channels=cfg.top_channels, dropout=cfg.dropout,
-                     interpretable=cfg.interpretable, seed=cfg.seed,
-                     mask_options=cfg.mask_options)
-
-
-def init_weights_from(model, ckpt, device="cpu"):
-    """Copy the weights of the net saved in ``ckpt`` into ``model`` (stage 2 of the paper's
-    protocol: an ordinary net trained first, then the masks added and the whole net
-    fine-tuned). The two nets must have the same parameter layers in the same order;
-    mask layers have no parameters, so an ordinary checkpoint fits an interpretable
-    net. Buffers (filter categories, running log Z) start fresh."""
-    source, _, _ = load_run(Path(ckpt).parent)
-    src = [layer for layer in source.layers if layer.params]
-    dst = [layer for layer in model.layers if layer.params]
-    if len(src) != len(dst):
-        raise ValueError(f"init_from {ckpt}: {len(src)} parameter layers, this net has {len(dst)}")
-    for a, b in zip(src, dst):
-        for name, value in a.params.items():
-            if b.params[name].shape != value.shape:
-                raise ValueError(f"init_from {ckpt}: {a!r}.{name} has shape {value.shape}, "
-                                 f"this net's {b!r} needs {b.params[name].shape}")
-            b.params[name][...] = to_device(value, device)
-    return model
-
 
 def learning_rate(cfg, step, steps_per_epoch):
     """Linear warm-up over ``warmup_epochs``, then cosine decay to zero."""
@@ -118,15 +76,21 @@ def interpretable_layers(model):
 
 
 def accuracy(model, ds, mean, std, device, batch_size=64):
-    """Top-1 accuracy of ``model`` (eval mode) on ``ds``."""
-    model.eval()
-    correct = 0
-    for batch in ds.batches(batch_size, shuffle=False, flip=False, mean=mean, std=std):
-        logits = model.forward(to_device(batch["x"], device))
-        xp = device_module(device)
-        correct += int((logits.argmax(axis=1) == xp.asarray(batch["labels"])).sum())
-    model.train()
-    return correct / max(1, len(ds))
+    """Top-1 accuracy of ``model`` (eval mode) on ``ds`` (for a logistic head: logit > 0
+    predicts 1)."""
+    pred = collect_predictions(model, ds, mean, std, device, batch_size)
+    return float((pred == ds.labels).mean()) if len(ds) else 0.0
+
+
+def task_loss(cfg):
+    """The classification loss of the task: softmax cross-entropy over species, or the
+    paper's logistic loss on one output for bird vs. not."""
+    return LogisticLoss() if cfg.task == "bird" else SoftmaxCrossEntropy()
+
+
+def loss_targets(cfg, labels):
+    """Labels as the task's loss wants them: (B,) class ids, or (B, 1) 0/1 targets."""
+    return labels[:, None] if cfg.task == "bird" else labels
 
 
 def progress(i, n, width=24, extra=""):
@@ -162,33 +126,19 @@ def load_training_state(path, model, opt):
     return meta
 
 
-def load_run(run_dir, device="cpu"):
-    """Rebuild a trained net from its run folder -> (model in eval mode, TrainConfig, meta)."""
-    ckpt = Path(run_dir) / "checkpoint.npz"
-    arrays, meta = load_checkpoint(ckpt)
-    cfg = TrainConfig(**meta["config"])
-    cfg.device = device
-    num_classes = int(arrays["model/" + _last_linear_key(arrays)].shape[-1])
-    model = build_model(cfg, num_classes)
-    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
-    return model.to(device).eval(), cfg, meta
-
-
-def _last_linear_key(arrays):
-    """The key of the head's bias: the highest-numbered layer with a "b"."""
-    keys = [k[6:] for k in arrays if k.startswith("model/") and k.endswith(".b")]
-    return max(keys, key=lambda k: int(k.split(".")[0]))
-
-
 # ---- the loop ----
+
+def _recall_text(row):
+    rec = row.get("test_recall")
+    return f" (birds {rec[1]:.3f}, not {rec[0]:.3f})" if rec else ""
+
 
 def train_one(cfg, out_dir, data=None, resume=False, log=print):
     """Train one net; returns the metrics dict (also written to ``out_dir/metrics.json``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ds, train, test, mean, std = data or load_data(cfg)
-    num_classes = len(ds.class_ids)
-    model = build_model(cfg, num_classes).to(cfg.device)
+    model = build_model(cfg, num_outputs(cfg, ds)).to(cfg.device)
     opt = SGD(model.params(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     ckpt = out_dir / "checkpoint.npz"
     history, start = [], 0
@@ -197,8 +147,10 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
         history, start = meta["history"], meta["epoch"]
         log(f"resumed {ckpt} at epoch {start}")
     elif cfg.init_from:
-        init_weights_from(model, cfg.init_from, cfg.device)
-    criterion = SoftmaxCrossEntropy()
+        log(f"init from {cfg.init_from}")
+        for line in init_weights_from(model, cfg.init_from, cfg.device):
+            log(f"  {line}")
+    criterion = task_loss(cfg)
     steps = math.ceil(len(train) / cfg.batch_size)
     kind = "interpretable" if cfg.interpretable else "ordinary"
     for epoch in range(start, cfg.epochs):
@@ -214,7 +166,8 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
                 layer.set_labels(labels)
             logits = model.forward(x)
             xp = device_module(cfg.device)
-            loss = float(criterion.forward(logits, labels)) if bool(xp.isfinite(logits).all()) \
+            loss = float(criterion.forward(logits, loss_targets(cfg, labels))) \
+                if bool(xp.isfinite(logits).all()) \
                 else float("nan")
             filt = sum(float(layer.last_filter_loss) for layer in interpretable_layers(model))
             if not (math.isfinite(loss) and math.isfinite(filt)):
@@ -227,7 +180,7 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
             model.backward(criterion.backward(), input_grad=False)  # the images need no gradient
             opt.lr = learning_rate(cfg, epoch * steps + i, steps)
             opt.step(model.grads())
-            n_right += int((logits.argmax(axis=1) == labels).sum())
+            n_right += int((predict(logits) == labels).sum())
             task_sum += loss * len(labels)
             filt_sum += filt * len(labels)
             n_seen += len(labels)
@@ -236,9 +189,12 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
                "lambda": [float(layer.last_lambda) for layer in interpretable_layers(model)],
                # on the epoch's training batches as they were seen (flipped, dropout on):
                # a second pass over the training set would cost as much as the test pass
-               "train_acc": n_right / n_seen,
-               "test_acc": accuracy(model, test, mean, std, cfg.device),
-               "seconds": time.time() - t0}
+               "train_acc": n_right / n_seen}
+        pred = collect_predictions(model, test, mean, std, cfg.device)
+        row["test_acc"] = float((pred == test.labels).mean()) if len(test) else 0.0
+        if cfg.task == "bird":  # the recall of each class: [not a bird, bird]
+            row["test_recall"] = class_recalls(pred, test.labels, 2)
+        row["seconds"] = time.time() - t0
         history.append(row)
         save_training_state(ckpt, model, opt, cfg, epoch + 1, history)
         if sys.stdout.isatty():
@@ -246,7 +202,7 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
         lam = ",".join(f"{v:.2g}" for v in row["lambda"]) or "-"
         log(f"{kind:>13} epoch {row['epoch']:3d}/{cfg.epochs}  loss {row['task_loss']:.3f}  "
             f"filter {row['filter_loss']:+.3g}  lambda {lam}  train {row['train_acc']:.3f}  "
-            f"test {row['test_acc']:.3f}  {row['seconds']:.1f}s")
+            f"test {row['test_acc']:.3f}{_recall_text(row)}  {row['seconds']:.1f}s")
     metrics = {"config": asdict(cfg), "history": history,
                "final": history[-1] if history else None}
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
@@ -262,6 +218,12 @@ def add_train_parser(sub):
     p.add_argument("--classes", type=int, nargs="*", help="CUB class ids (default: all)")
     p.add_argument("--images-per-class", type=int)
     p.add_argument("--size", type=int, default=d.size)
+    p.add_argument("--task", choices=["species", "bird"], default=d.task,
+                   help="species: one class per species (softmax); bird: the paper's CUB "
+                        "setting, every bird against non-bird images (one logistic output, "
+                        "all filters in one category)")
+    p.add_argument("--negatives", help="bird task: a folder of non-bird images, used whole "
+                                       "(default: background crops from the birds' own photos)")
     p.add_argument("--crop", choices=["box", "whole"], default=d.crop,
                    help="input: the bird's box enlarged by 10%% (default, as the paper's CUB "
                         "protocol) or the whole image")
@@ -276,29 +238,46 @@ def add_train_parser(sub):
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip the evaluation table and the pictures after training")
-    g = p.add_argument_group("recipe (see the README's recipe study)")
-    g.add_argument("--protocol", choices=["scratch", "finetune"], default=RECIPE["protocol"],
+    g = p.add_argument_group("recipe (defaults depend on --task: see the README)")
+    g.add_argument("--protocol", choices=["scratch", "finetune"],
                    help="scratch: both nets from random weights; finetune (paper): an ordinary "
                         "net first (OUT/pretrained), then the ordinary net (fair baseline) and "
                         "the interpretable net both fine-tuned from it")
-    g.add_argument("--finetune-epochs", type=int, default=RECIPE["finetune_epochs"],
+    g.add_argument("--pretrain-task", choices=["species", "bird"],
+                   help="finetune: the task of stage 1 (default: species; with --task bird the "
+                        "net pretrained on species is fine-tuned as bird vs. not with a fresh head)")
+    g.add_argument("--finetune-epochs", type=int,
                    help="finetune: epochs of stage 2")
     g.add_argument("--pretrained", help="finetune: start from this checkpoint instead of "
                                         "training OUT/pretrained")
-    g.add_argument("--finetune-lr", type=float, default=RECIPE["finetune_lr"],
+    g.add_argument("--finetune-lr", type=float,
                    help="finetune: learning rate of stage 2 (cosine, no warm-up)")
-    g.add_argument("--mask", choices=["argmax", "centroid"], default=RECIPE["mask"],
+    g.add_argument("--mask", choices=["argmax", "centroid"],
                    help="mu_hat: the argmax (paper) or the rounded centroid (authors' code)")
-    g.add_argument("--filter-loss", choices=["exact", "paper", "authors"], default=RECIPE["filter_loss"],
+    g.add_argument("--filter-loss", choices=["exact", "paper", "authors"],
                    help="gradient of the filter loss: exact -MI, paper's Eq. 4, or the authors' "
                         "released-code rule")
-    g.add_argument("--scale-normalise", action=argparse.BooleanOptionalAction,
-                   default=RECIPE["scale_normalise"], help="filter loss on maps divided by their batch scale")
-    g.add_argument("--lambda0", type=float, default=RECIPE["lambda0"],
+    g.add_argument("--scale-normalise", action=argparse.BooleanOptionalAction, help="filter loss on maps divided by their batch scale")
+    g.add_argument("--lambda0", type=float,
                    help="lambda_t = lambda0 * mean max x / t (exact and paper gradients)")
-    g.add_argument("--lam", type=float, default=RECIPE["lam"],
+    g.add_argument("--lam", type=float,
                    help="a fixed lambda instead of the schedule (authors' rule: its multiplier)")
     p.set_defaults(func=cmd_train)
+
+
+def apply_recipe(args):
+    """Fill the recipe options the command line left unset with the task's defaults. A
+    fixed ``lam`` belongs to its filter loss: it is taken from the recipe only when the
+    filter loss is too (``--filter-loss exact`` alone gets the lambda_t schedule)."""
+    recipe = dict(RECIPES[args.task])
+    if getattr(args, "filter_loss", None) not in (None, recipe["filter_loss"]):
+        recipe["lam"] = None
+    for key, value in recipe.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if getattr(args, "pretrain_task", None) is None:
+        args.pretrain_task = "species"
+    return args
 
 
 def mask_options_from(args):
@@ -311,25 +290,31 @@ def mask_options_from(args):
 
 
 def cmd_train(args):
+    apply_recipe(args)
     crop = args.crop
     base = TrainConfig(data=args.data, classes=args.classes, images_per_class=args.images_per_class,
-                       size=args.size, crop=crop, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       size=args.size, crop=crop, task=args.task, negatives=args.negatives,
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        seed=args.seed, device=args.device, mask_options=mask_options_from(args))
     data = load_data(base)
-    ds = data[0]
-    print(f"data: {args.data}: {len(ds.class_ids)} classes, {len(data[1])} train / "
-          f"{len(data[2])} test images at {base.size} px ({crop} crop); report {ds.report}")
+    describe_data(args.data, base, data)
     kinds = ["ordinary", "interpretable"] if args.nets == "both" else [args.nets]
     out = Path(args.out)
     try:
         if args.protocol == "finetune":
             pretrained = args.pretrained
             if not pretrained:
-                print(f"stage 1: the ordinary net, {args.epochs} epochs -> {out / 'pretrained'}")
-                train_one(base, out / "pretrained", data=data, resume=args.resume)
+                stage1 = TrainConfig(**{**asdict(base), "task": args.pretrain_task})
+                stage1_data = data if stage1.task == base.task else load_data(stage1)
+                if stage1_data is not data:
+                    describe_data(args.data, stage1, stage1_data)
+                print(f"stage 1: the ordinary net, {stage1.task} task, {args.epochs} epochs -> "
+                      f"{out / 'pretrained'}")
+                train_one(stage1, out / "pretrained", data=stage1_data, resume=args.resume)
                 pretrained = str(out / "pretrained" / "checkpoint.npz")
             print(f"stage 2: fine-tune from {pretrained}, {args.finetune_epochs} epochs at lr "
-                  f"{args.finetune_lr}, ordinary (the fair baseline) and interpretable")
+                  f"{args.finetune_lr}, ordinary (the fair baseline) and interpretable, "
+                  f"{base.task} task")
             base = TrainConfig(**{**asdict(base), "epochs": args.finetune_epochs, "lr": args.finetune_lr,
                                   "warmup_epochs": 0, "init_from": pretrained})
         summary = {}
@@ -340,11 +325,25 @@ def cmd_train(args):
         print(f"\nstopped: {e}")
         return 2
     print("\nsummary (test accuracy): " + ", ".join(
-        f"{k} {v['test_acc']:.3f}" for k, v in summary.items()))
+        f"{k} {v['test_acc']:.3f}{_recall_text(v)}" for k, v in summary.items()))
     if args.report:
         report(out, args.device)
     print(f"run folder: {args.out}")
     return 0
+
+
+def describe_data(folder, cfg, data):
+    """One paragraph on what was loaded (and, for the bird task, how the negatives came out)."""
+    ds, train, test = data[:3]
+    if cfg.task == "bird":
+        r = ds.report
+        print(f"data: {folder}: bird vs. not, {int(train.labels.sum())} birds + "
+              f"{int((train.labels == 0).sum())} non-birds train / {int(test.labels.sum())} + "
+              f"{int((test.labels == 0).sum())} test at {cfg.size} px")
+        print(f"  negatives: {r['negatives']}")
+    else:
+        print(f"data: {folder}: {len(ds.class_ids)} classes, {len(train)} train / "
+              f"{len(test)} test images at {cfg.size} px ({cfg.crop} crop); report {ds.report}")
 
 
 def report(run_root, device="cpu"):

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .backend import device_of, to_device, to_numpy
+from .runs import load_data, load_run, net_dirs
 
 # ----------------------------------------------------------------------------- style
 
@@ -561,12 +562,7 @@ def _net_dirs(run_root, pretrained=False):
     """{name: folder} of the nets under ``run_root`` (ordinary, interpretable, then others).
     The stage-1 net of a fine-tuned run (``pretrained/``) only with ``pretrained=True``:
     beside the two fine-tuned nets its maps would only repeat the ordinary net's."""
-    run_root = Path(run_root)
-    found = {p.name: p for p in sorted(run_root.iterdir())
-             if p.is_dir() and (p / "checkpoint.npz").exists()
-             and (pretrained or p.name != "pretrained")} if run_root.is_dir() else {}
-    order = [k for k in ("ordinary", "interpretable") if k in found]
-    return {k: found[k] for k in order + [k for k in found if k not in order]}
+    return net_dirs(run_root, pretrained=pretrained)
 
 
 def _history(net_dir):
@@ -631,7 +627,23 @@ def curves_figure(run_root):
 # --------------------------------------------------------------------------- top level
 
 def _data_key(cfg):
-    return json.dumps([cfg.data, cfg.classes, cfg.images_per_class, cfg.size, cfg.crop])
+    return json.dumps([cfg.data, cfg.classes, cfg.images_per_class, cfg.size, cfg.crop,
+                       cfg.task, cfg.negatives])
+
+
+def filters_below_control(run_root, net, layer, count):
+    """The ``count`` filters of ``net``'s ``layer`` ("top"/"new") furthest below their own
+    shuffled control (lowest instability / control), read from ``run_root``'s
+    evaluation.json; None when it is not there or holds no such layer."""
+    path = Path(run_root) / "evaluation.json"
+    if not path.is_file():
+        return None
+    entry = json.loads(path.read_text()).get(net, {}).get("layers", {}).get(layer)
+    if not entry:
+        return None
+    pairs = [(a / c, f) for f, (a, c) in enumerate(zip(entry["per_filter"], entry["per_filter_control"]))
+             if a is not None and c]
+    return [f for _, f in sorted(pairs)[:count]] or None
 
 
 def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, filters=6):
@@ -640,10 +652,10 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
     Writes into ``out`` (default ``run_root/pictures``): filters_<layer>.png and
     positions_<layer>.png for each interpretable layer (top, new), templates.png (for the
     maps' side n) and curves.png. The birds are ``images`` images of ``split``, spread
-    over its classes; ``filters`` filters per net (largest mean max activation).
+    over its classes (for bird vs. not: its birds only). ``filters`` filters per net: the
+    ones furthest below their shuffled control where ``run_root/evaluation.json`` exists
+    (``evaluate`` writes it), else those with the largest mean max activation.
     """
-    from .train import load_data, load_run
-
     run_root = Path(run_root)
     nets = _net_dirs(run_root)
     if not nets:
@@ -658,7 +670,10 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
         key = _data_key(cfg)
         if key not in data:
             _, train, test, mean, std = load_data(cfg)
-            data[key] = (train if split == "train" else test, mean, std)
+            ds = train if split == "train" else test
+            if cfg.task == "bird":
+                ds = ds.subset(ds.labels == 1)  # the parts are on the birds
+            data[key] = (ds, mean, std)
         loaded[name] = (model, key)
     paths = []
 
@@ -676,9 +691,11 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
         suffix = "" if len(groups) == 1 else f"_data{g}"
         depth = min(len(m.interpretable_indices) for m in models.values())
         for index_name in layer_names[:depth]:
-            save(filter_figure(models, ds, mean, std, index_name, filters=filters, images=images),
+            chosen = {name: filters_below_control(run_root, name, index_name, filters) or filters
+                      for name in models}
+            save(filter_figure(models, ds, mean, std, index_name, filters=chosen, images=images),
                  f"filters_{index_name}{suffix}.png")
-            panels = [positions_figure(m, ds, mean, std, index_name, filters=filters,
+            panels = [positions_figure(m, ds, mean, std, index_name, filters=chosen[name],
                                        images=images, title=f"{name}: {index_name} conv "
                                        f"(layer {_layer_index(m, index_name)})")
                       for name, m in models.items()]

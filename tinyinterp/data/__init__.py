@@ -2,9 +2,10 @@
 
 Everything returned is NumPy; callers move batches to the GPU themselves.
 """
+from .bird_task import background_square, load_bird_task
 from .cub import PART_NAMES, CubDataset, CubFormatError, load_cub
 
-__all__ = ["load_cub", "CubDataset", "generate_toy_birds", "PART_NAMES", "CubFormatError"]
+__all__ = ["load_cub", "load_bird_task", "background_square", "CubDataset", "generate_toy_birds", "PART_NAMES", "CubFormatError"]
 
 
 def __getattr__(name):

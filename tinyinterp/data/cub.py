@@ -225,10 +225,15 @@ def _select_images(meta, class_ids, images_per_class):
 
 def _open_rgb(root, relpath, lineno):
     """Decode ``images/<relpath>`` fully as RGB; bad files raise CubFormatError naming them."""
-    rel = f"images/{relpath}"
-    path = Path(root) / "images" / relpath
-    if not path.is_file():
-        raise CubFormatError(f"{rel}: image file missing (listed in images.txt, line {lineno})")
+    return _decode_rgb(Path(root) / "images" / relpath, f"images/{relpath}",
+                       f"listed in images.txt, line {lineno}")
+
+
+def _decode_rgb(path, rel, where):
+    """Decode the image at ``path`` fully as RGB -> (image, whether it was converted).
+    A missing or broken file raises CubFormatError naming ``rel`` and ``where``."""
+    if not Path(path).is_file():
+        raise CubFormatError(f"{rel}: image file missing ({where})")
     try:
         with Image.open(path) as im:
             im.load()  # force the full decode here, so truncation is caught here
@@ -236,8 +241,7 @@ def _open_rgb(root, relpath, lineno):
             return im.convert("RGB"), converted
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         # Pillow signals broken files with any of these (SyntaxError: bad PNG chunks)
-        raise CubFormatError(f"{rel}: cannot decode image (images.txt, line {lineno}): "
-                             f"{exc}") from exc
+        raise CubFormatError(f"{rel}: cannot decode image ({where}): {exc}") from exc
 
 
 def _crop_region(box, width, height, crop, margin):

@@ -1,0 +1,241 @@
+"""The bird-vs-not study (issue 13): the paper's CUB setting on all of CUB-200-2011.
+
+Every recipe fine-tunes the same pretrained net per (size, seed): an ordinary small VGG
+trained on the 200 species of the official train split (the paper starts from ImageNet
+weights; we have none). Then, bird vs. not (``--task bird``: every bird against
+background crops of the same photos), the ordinary net (the fair baseline) and the
+interpretable net with each recipe. Every net is evaluated on the 5,794 test birds with
+the shuffled control, the centre share and the tracking filters' distance to their part.
+For contrast, the same pretrained net fine-tuned on the species task with and without
+masks.
+
+    python studies/bird_study.py run --jobs 2                 # everything (many hours)
+    python studies/bird_study.py run --jobs 2 --sizes 64 --seeds 0 --recipes baseline authors-x10
+    python studies/bird_study.py table                        # studies/README.md's tables
+
+Runs land in ``runs/bird_study/<size>px/s<seed>/<recipe>/`` with their evaluation.json
+and logs in ``runs/bird_study/logs/``; a finished run is not trained again (``--resume``),
+so the study can be stopped and continued in parts. With ``--jobs 2`` two runs share the
+machine, each with one BLAS thread and one tinyinterp thread. The runs' processes start
+without the machine's OpenBLAS pins (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE), which some of
+this project's machines set in every shell and which halve NumPy's matrix products: a
+user's machine has none. Only the speed changes, not the numbers' meaning.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from jobs import run_jobs  # beside this script
+from recipe_study import _stat  # the same mean ±half-range as the species study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DATA = ROOT.parent / "shared" / "cub200_160"
+PRETRAIN_EPOCHS = 14  # species, lr 0.01, 2 warm-up epochs, cosine
+FINETUNE_EPOCHS = 8   # lr 1e-3, cosine
+
+# recipe: (task, nets, extra train flags). Strengths from inert to the edge of NaN: issue 13's
+# first measurement had exact -MI at lambda0 0.1 and the authors' rule at x100 diverge.
+RECIPES = {
+    "baseline": ("bird", "ordinary", []),
+    "authors-x10": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "10"]),
+    "exact-1e-4": ("bird", "interpretable", ["--filter-loss", "exact", "--lambda0", "1e-4"]),
+    "exact-1e-3": ("bird", "interpretable", ["--filter-loss", "exact", "--lambda0", "1e-3"]),
+    "exact-1e-2": ("bird", "interpretable", ["--filter-loss", "exact", "--lambda0", "1e-2"]),
+    "scalenorm-1e-3": ("bird", "interpretable", ["--filter-loss", "exact", "--scale-normalise",
+                                                 "--lambda0", "1e-3"]),
+    "authors-x3": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3"]),
+    "authors-x30": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "30"]),
+    "authors-x10-centroid": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "10",
+                                                       "--mask", "centroid"]),
+    "species-baseline": ("species", "ordinary", []),
+    "species-authors-x10": ("species", "interpretable", ["--filter-loss", "authors", "--lam", "10"]),
+}
+SIZES = (64, 112)
+
+
+def run_dir(out, size, seed, recipe):
+    return Path(out) / f"{size}px" / f"s{seed}" / recipe
+
+
+def pretrained_checkpoint(out, size, seed):
+    return run_dir(out, size, seed, "pretrain") / "ordinary" / "checkpoint.npz"
+
+
+def job_command(out, size, seed, recipe, data=DATA, pretrain_epochs=PRETRAIN_EPOCHS,
+                finetune_epochs=FINETUNE_EPOCHS):
+    """The ``python -m tinyinterp train`` command of one job ("pretrain" or a recipe)."""
+    cmd = [sys.executable, "-m", "tinyinterp", "train", "--data", str(data), "--size", str(size),
+           "--seed", str(seed), "--out", str(run_dir(out, size, seed, recipe)), "--resume",
+           "--no-report"]
+    if recipe == "pretrain":
+        return cmd + ["--task", "species", "--nets", "ordinary", "--protocol", "scratch",
+                      "--epochs", str(pretrain_epochs)]
+    task, nets, extra = RECIPES[recipe]
+    return cmd + ["--task", task, "--nets", nets, "--protocol", "finetune",
+                  "--pretrained", str(pretrained_checkpoint(out, size, seed)),
+                  "--finetune-epochs", str(finetune_epochs)] + extra
+
+
+def jobs_in_order(sizes, seeds, recipes):
+    """(size, seed, recipe) in the order they run: per size, the pretrained nets first,
+    then seed by seed the recipes in the order given (baseline and the first recipes of
+    every seed before the later ones)."""
+    order = []
+    for size in sizes:
+        order += [(size, seed, "pretrain") for seed in seeds]
+        for recipe in recipes:
+            order += [(size, seed, recipe) for seed in seeds]
+    return order
+
+
+def worker_env(environ, jobs):
+    """The runs' environment: without the machine's OpenBLAS pins; one BLAS and one
+    tinyinterp thread each when several runs share the machine."""
+    env = {k: v for k, v in environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    if jobs > 1:
+        env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["TINYINTERP_NUM_THREADS"] = "1"
+    return env
+
+
+def run(args):
+    if not Path(args.data).is_dir():
+        print(f"skipping: {args.data} is not there (the study needs CUB-200-2011 in its folder layout)")
+        return 0
+    pending = jobs_in_order(args.sizes, args.seeds, args.recipes)
+
+    def ready(job, done):
+        size, seed, recipe = job
+        return recipe == "pretrain" or (size, seed, "pretrain") in done \
+            or _finished(args.out, size, seed)
+
+    def commands(job):
+        return [job_command(args.out, *job, data=args.data, finetune_epochs=args.finetune_epochs),
+                [sys.executable, "-m", "tinyinterp", "evaluate", str(run_dir(args.out, *job))]]
+
+    run_jobs(pending, ready, commands, lambda job: "{}px-s{}-{}".format(*job), Path(args.out) / "logs",
+             worker_env(os.environ, args.jobs), args.jobs, ROOT)
+    return 0
+
+
+def _finished(out, size, seed):
+    """Whether the pretrained net of (size, seed) ran all its epochs."""
+    metrics = run_dir(out, size, seed, "pretrain") / "ordinary" / "metrics.json"
+    if not metrics.is_file():
+        return False
+    m = json.loads(metrics.read_text())
+    return len(m.get("history", [])) >= m.get("config", {}).get("epochs", 1)
+
+
+# ------------------------------------------------------------------------------ the table
+
+def seed_values(out, size, seed, recipe):
+    """The evaluated net of one run: None if it never ran; {"unfinished": True} if it did
+    not finish (diverged, or still running); else its figures and the changes against
+    the fair baseline of the same (size, seed)."""
+    task, net, _ = RECIPES[recipe]
+    folder = run_dir(out, size, seed, recipe)
+    if not (folder / net).is_dir():
+        return None
+    ev_path, m_path = folder / "evaluation.json", folder / net / "metrics.json"
+    if not (ev_path.is_file() and m_path.is_file()):
+        return {"unfinished": True}
+    metrics = json.loads(m_path.read_text())
+    if len(metrics["history"]) < metrics["config"]["epochs"]:
+        return {"unfinished": True}
+    e = json.loads(ev_path.read_text())[net]
+    v = {"unfinished": False, "acc": e["accuracy"]}
+    if e.get("recall"):
+        v["recall_bird"], v["recall_not"] = e["recall"]["bird"], e["recall"]["not a bird"]
+    for layer in ("top", "new"):
+        L = e["layers"][layer]
+        v[layer], v[layer + "_ctl"], v[layer + "_to_ctl"] = L["instability"], L["control"], L["ratio"]
+        v[layer + "_below8"], v[layer + "_below9"] = L["tracking"]["below_0.8"], L["tracking"]["below_0.9"]
+        v[layer + "_centre"] = L["centre_share"]
+        v[layer + "_dist"] = (L.get("offset") or {}).get("mean_distance")
+    base_recipe = "baseline" if task == "bird" else "species-baseline"
+    base_path = run_dir(out, size, seed, base_recipe) / "evaluation.json"
+    if recipe != base_recipe and base_path.is_file():
+        base = json.loads(base_path.read_text()).get("ordinary")
+        if base:
+            v["dacc"] = v["acc"] - base["accuracy"]
+            for layer in ("top", "new"):
+                v[layer + "_to_base"] = v[layer] / base["layers"][layer]["instability"]
+    elif recipe == base_recipe:
+        v["dacc"] = 0.0
+        v["top_to_base"] = v["new_to_base"] = 1.0
+    return v
+
+
+COLUMNS = [  # header, key, format ("pair" = top / new, mean over seeds)
+    ("acc", "acc", ".3f"), ("Δ acc", "dacc", "+.3f"), ("recall birds / not", "recall", "pair3"),
+    ("top conv (ctl)", "top", "ctl"), ("top / base", "top_to_base", ".2f"),
+    ("new conv (ctl)", "new", "ctl"), ("new / base", "new_to_base", ".2f"),
+    ("< 0.8x ctl (top / new)", "_below8", "pair"), ("< 0.9x ctl (top / new)", "_below9", "pair"),
+    ("dist (top / new)", "_dist", "pair3"), ("centre (top / new)", "_centre", "pair2"),
+]
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _cell(vals, key, spec):
+    if spec == "ctl":
+        a, c = _stat(vals.get(key, [])), _stat(vals.get(key + "_ctl", []))
+        return f"{a} ({c})"
+    if spec.startswith("pair"):
+        if key == "recall":
+            a, b = _mean(vals.get("recall_bird", [])), _mean(vals.get("recall_not", []))
+        else:
+            a, b = _mean(vals.get("top" + key, [])), _mean(vals.get("new" + key, []))
+        fmt = {"pair": ".1f", "pair2": ".2f", "pair3": ".3f"}[spec]
+        return " / ".join("-" if x is None else format(x, fmt) for x in (a, b))
+    return _stat(vals.get(key, []), spec)
+
+
+def markdown_table(out, size, seeds, recipes):
+    lines = ["| recipe | seeds | " + " | ".join(h for h, _, _ in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 2) + "|"]
+    for recipe in recipes:
+        per_seed = [v for v in (seed_values(out, size, s, recipe) for s in seeds) if v is not None]
+        if not per_seed:
+            continue
+        done = [v for v in per_seed if not v["unfinished"]]
+        vals = {k: [v.get(k) for v in done] for k in {k for v in done for k in v}}
+        unfinished = len(per_seed) - len(done)
+        seeds_cell = f"{len(done)}" + (f" (+{unfinished} unfinished)" if unfinished else "")
+        cells = [_cell(vals, key, spec) if done else "-" for _, key, spec in COLUMNS]
+        lines.append(f"| {recipe} | {seeds_cell} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table(args):
+    for size in args.sizes:
+        text = markdown_table(args.out, size, args.seeds, args.recipes)
+        if text.count("\n") > 1:
+            print(f"\n{size} px (seeds {' '.join(map(str, args.seeds))}; mean ±half-range over the "
+                  "seeds that finished; pairs are means)\n")
+            print(text)
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("command", choices=["run", "table"])
+    p.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (each with one BLAS thread)")
+    p.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--out", default=str(ROOT / "runs" / "bird_study"))
+    args = p.parse_args(argv)
+    return run(args) if args.command == "run" else table(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

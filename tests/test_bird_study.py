@@ -1,0 +1,84 @@
+"""studies/bird_study.py and studies/jobs.py: job order, commands, environment, the runner
+and the table on made-up runs (the study itself takes hours; nothing here trains)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+import bird_study as bs  # noqa: E402
+from jobs import run_jobs  # noqa: E402
+
+
+def test_every_recipe_runs_after_its_pretrained_net_and_from_it(tmp_path):
+    order = bs.jobs_in_order([64, 112], [0, 1, 2], list(bs.RECIPES))
+    assert len(order) == len(set(order)) == 2 * 3 * (len(bs.RECIPES) + 1)
+    for i, (size, seed, recipe) in enumerate(order):
+        if recipe != "pretrain":
+            assert order.index((size, seed, "pretrain")) < i
+    cmd = bs.job_command(tmp_path, 112, 2, "authors-x30")
+    assert Path(cmd[cmd.index("--pretrained") + 1]) == bs.pretrained_checkpoint(tmp_path, 112, 2)
+    assert cmd[cmd.index("--task") + 1] == "bird" and cmd[cmd.index("--lam") + 1] == "30"
+    assert cmd[cmd.index("--size") + 1] == "112" and "--resume" in cmd
+    pre = bs.job_command(tmp_path, 64, 0, "pretrain")
+    assert pre[pre.index("--task") + 1] == "species" and pre[pre.index("--protocol") + 1] == "scratch"
+    species = bs.job_command(tmp_path, 64, 0, "species-authors-x10")
+    assert species[species.index("--task") + 1] == "species"
+
+
+def test_runs_start_without_the_blas_pins():
+    parent = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512", "PATH": "/bin"}
+    env = bs.worker_env(parent, jobs=2)
+    assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
+    assert env["PATH"] == "/bin" and env["OPENBLAS_NUM_THREADS"] == "1"
+    assert parent["OPENBLAS_CORETYPE"] == "Haswell"  # the caller's mapping is untouched
+    assert "OPENBLAS_NUM_THREADS" not in bs.worker_env(parent, jobs=1)
+
+
+def test_runner_waits_for_readiness_and_stops_a_job_at_its_first_failure(tmp_path):
+    out = tmp_path / "order.txt"
+    py = sys.executable
+
+    def commands(job):
+        step = [py, "-c", f"open({str(out)!r}, 'a').write('{job}\\n')"]
+        if job == "bad":
+            return [[py, "-c", "raise SystemExit(3)"], step]
+        return [step, step] if job == "late" else [step]
+
+    run_jobs(["late", "bad", "first"], lambda job, done: job != "late" or "first" in done,
+             commands, str, tmp_path / "logs", None, 1, tmp_path)
+    assert out.read_text().split() == ["first", "late", "late"]  # "bad" stopped before writing
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["bad.log", "first.log", "late.log"]
+
+
+def fake_run(root, recipe, seed, acc, inst, below8=(1, 2), finished=True, epochs=2):
+    task, net, _ = bs.RECIPES[recipe]
+    folder = bs.run_dir(root, 64, seed, recipe)
+    (folder / net).mkdir(parents=True)
+    hist = [{"epoch": e + 1} for e in range(epochs if finished else epochs - 1)]
+    (folder / net / "metrics.json").write_text(json.dumps({"config": {"epochs": epochs}, "history": hist}))
+    layers = {}
+    for name, b8 in zip(("top", "new"), below8):
+        layers[name] = {"instability": inst, "control": inst + 0.01, "ratio": inst / (inst + 0.01),
+                        "centre_share": 0.25, "tracking": {"below_0.8": b8, "below_0.9": b8 + 1},
+                        "offset": {"mean_distance": 0.1, "filters": b8}}
+    entry = {"accuracy": acc, "layers": layers}
+    if task == "bird":
+        entry["recall"] = {"bird": 0.9, "not a bird": 0.8}
+    (folder / "evaluation.json").write_text(json.dumps({net: entry}))
+
+
+def test_table_pairs_each_recipe_with_the_baseline_of_its_seed(tmp_path):
+    fake_run(tmp_path, "baseline", 0, 0.9, 0.10)
+    fake_run(tmp_path, "baseline", 1, 0.8, 0.20)
+    fake_run(tmp_path, "authors-x10", 0, 0.85, 0.05, below8=(3, 20))
+    fake_run(tmp_path, "authors-x10", 1, 0.8, 0.10, below8=(5, 30))
+    fake_run(tmp_path, "exact-1e-2", 0, 0.5, 0.1, finished=False)
+    v = bs.seed_values(tmp_path, 64, 1, "authors-x10")
+    assert v["dacc"] == pytest.approx(0.0) and v["new_to_base"] == pytest.approx(0.5)
+    text = bs.markdown_table(tmp_path, 64, [0, 1], ["baseline", "authors-x10", "exact-1e-2"])
+    assert "| authors-x10 | 2 | 0.825 ±0.025 | -0.025 ±0.025 | 0.900 / 0.800 |" in text
+    assert "| 4.0 / 25.0 |" in text  # filters below 0.8x control, mean over the seeds
+    assert "| exact-1e-2 | 0 (+1 unfinished) | - |" in text
+    assert bs.seed_values(tmp_path, 64, 2, "authors-x10") is None

@@ -1,0 +1,149 @@
+"""Run folders: what a training run saves and how a saved net is rebuilt.
+
+``train`` writes, ``evaluate`` and ``visualize`` read; all three use this module (and
+it uses none of them). A run folder ``runs/<name>/`` holds one folder per net
+(``pretrained/`` for stage 1 of the two-stage protocol, ``ordinary/``,
+``interpretable/``), each with ``checkpoint.npz`` (weights, optimiser and RNG state, and
+the :class:`TrainConfig` it was trained with; no pickle) and ``metrics.json``.
+
+A saved config says everything needed to rebuild the net and reload its data:
+``load_run(folder)`` gives the net, ``load_data(cfg)`` its data with the training split's
+normalisation.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backend import to_device
+from .checkpoint import load_checkpoint
+from .vgg import small_vgg
+
+TOY_BIRDS = Path(__file__).resolve().parents[1] / "data_samples" / "toy_birds"
+TASKS = ("species", "bird")
+
+
+@dataclass
+class TrainConfig:
+    data: str = str(TOY_BIRDS)  # a folder in the CUB-200-2011 layout
+    classes: list = None  # CUB class ids, or None for all
+    images_per_class: int = None
+    size: int = 64  # input side in pixels
+    crop: str = "box"  # "box": the bird's box + 10%; "whole": the whole image
+    # "species": one class per species, softmax; "bird": bird vs. not (paper's CUB setting),
+    # one logistic output, the negatives from `negatives` (None: background crops)
+    task: str = "species"
+    negatives: str = None
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 0.01
+    warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    dropout: float = 0.5
+    widths: list = field(default_factory=lambda: [32, 64, 128])
+    top_channels: int = 128
+    interpretable: bool = False
+    mask_options: dict = field(default_factory=dict)  # InterpretableMask keyword arguments
+    init_from: str = None  # a checkpoint whose conv/fc weights start this net (two-stage protocol)
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"TrainConfig: task must be one of {TASKS}, got {self.task!r}")
+
+
+def load_data(cfg):
+    """(dataset, train split, test split, mean, std) for a config: the species of a
+    CUB-layout folder, or bird vs. not (``cfg.task == "bird"``). mean/std are the
+    training split's, used for both splits."""
+    from .data import load_bird_task, load_cub
+
+    if cfg.task == "bird":
+        ds = load_bird_task(cfg.data, classes=cfg.classes, images_per_class=cfg.images_per_class,
+                            size=cfg.size, negatives=cfg.negatives)
+    else:
+        ds = load_cub(cfg.data, classes=cfg.classes, images_per_class=cfg.images_per_class,
+                      size=cfg.size, crop=cfg.crop)
+    train, test = ds.split("train"), ds.split("test")
+    mean, std = train.mean_std()
+    return ds, train, test, mean, std
+
+
+def num_outputs(cfg, ds):
+    """Logits of the head: one (logistic, bird vs. not) or one per class (softmax)."""
+    return 1 if cfg.task == "bird" else len(ds.class_ids)
+
+
+def build_model(cfg, num_classes):
+    """The small VGG a config describes, with ``num_classes`` outputs (1: a logistic head,
+    whose masks then have one category)."""
+    return small_vgg(num_classes=num_classes, input_size=cfg.size, widths=tuple(cfg.widths),
+                     top_channels=cfg.top_channels, dropout=cfg.dropout,
+                     interpretable=cfg.interpretable, seed=cfg.seed,
+                     mask_options=cfg.mask_options)
+
+
+def load_run(run_dir, device="cpu"):
+    """Rebuild a trained net from its run folder -> (model in eval mode, TrainConfig, meta)."""
+    ckpt = Path(run_dir) / "checkpoint.npz"
+    arrays, meta = load_checkpoint(ckpt)
+    cfg = TrainConfig(**meta["config"])
+    cfg.device = device
+    num_classes = int(arrays["model/" + _last_linear_key(arrays)].shape[-1])
+    model = build_model(cfg, num_classes)
+    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+    return model.to(device).eval(), cfg, meta
+
+
+def _last_linear_key(arrays):
+    """The key of the head's bias: the highest-numbered layer with a "b"."""
+    keys = [k[6:] for k in arrays if k.startswith("model/") and k.endswith(".b")]
+    return max(keys, key=lambda k: int(k.split(".")[0]))
+
+
+def init_weights_from(model, ckpt, device="cpu"):
+    """Copy the weights of the net saved in ``ckpt`` into ``model`` (stage 2 of the paper's
+    protocol: an ordinary net trained first, then the masks added and the whole net
+    fine-tuned). The two nets must have the same parameter layers in the same order;
+    mask layers have no parameters, so an ordinary checkpoint fits an interpretable
+    net. Buffers (filter categories, running log Z) start fresh.
+
+    The head (the last parameter layer) may differ in shape, as when a net pretrained on
+    200 species is fine-tuned as bird vs. not: then every layer but the head is copied
+    and the head keeps its fresh weights. Returns the list of what was not copied (one
+    line each, for the log); any other mismatch is a ValueError."""
+    source, _, _ = load_run(Path(ckpt).parent)
+    src = [layer for layer in source.layers if layer.params]
+    dst = [layer for layer in model.layers if layer.params]
+    if len(src) != len(dst):
+        raise ValueError(f"init_from {ckpt}: {len(src)} parameter layers, this net has {len(dst)}")
+    fresh = []
+    for i, (a, b) in enumerate(zip(src, dst)):
+        mismatch = [name for name, value in a.params.items() if b.params[name].shape != value.shape]
+        if mismatch and i == len(src) - 1:
+            fresh.append(f"head {b!r}: fresh weights (the checkpoint's head is {a!r})")
+            continue
+        if mismatch:
+            name = mismatch[0]
+            raise ValueError(f"init_from {ckpt}: {a!r}.{name} has shape {a.params[name].shape}, "
+                             f"this net's {b!r} needs {b.params[name].shape}")
+        for name, value in a.params.items():
+            b.params[name][...] = to_device(value, device)
+    return fresh
+
+
+NET_ORDER = ("ordinary", "interpretable")
+
+
+def net_dirs(run_root, pretrained=True):
+    """{name: folder} of the nets under ``run_root``: every subfolder holding a
+    ``checkpoint.npz``, ordinary first, then interpretable, then the others by name.
+    ``pretrained=False`` leaves out the stage-1 net (``pretrained/``)."""
+    run_root = Path(run_root)
+    if not run_root.is_dir():
+        return {}
+    found = {p.name: p for p in sorted(run_root.iterdir())
+             if p.is_dir() and (p / "checkpoint.npz").is_file()
+             and (pretrained or p.name != "pretrained")}
+    order = [k for k in NET_ORDER if k in found]
+    return {k: found[k] for k in order + [k for k in found if k not in order]}
