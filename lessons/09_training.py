@@ -17,7 +17,7 @@ TINYINTERP_LESSON_LONG=1 for the real thing (the command line's sizes: 64 px, wi
 32/64/128, 12 epochs; several minutes on a CPU).
 
 Both nets train from random weights here, to show one training run plainly. The command
-line's default recipe is the paper's two-stage protocol, which the README's recipe study
+line's default recipe is the paper's two-stage protocol, which the recipe study (studies/README.md)
 found costs less accuracy: train the ordinary net, then fine-tune it twice for as many
 epochs, once as it is (the fair baseline) and once with the masks, each started from its
 weights with ``ti.TrainConfig(init_from="<run>/checkpoint.npz", lr=1e-3, warmup_epochs=0)``.

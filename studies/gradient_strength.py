@@ -1,4 +1,4 @@
-"""How strong is each filter loss against the task loss? (README, "Recipe study")
+"""How strong is each filter loss against the task loss? (studies/README.md, the recipe study)
 
 Loads a trained ordinary net, switches the masks on with each recipe's filter loss, runs
 one training batch (epoch 1, so lambda_t = lambda0 * mean max x) and prints, for the top

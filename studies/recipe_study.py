@@ -1,4 +1,4 @@
-"""The recipe study behind the README's "Recipe study" section (issue #4).
+"""The recipe study behind studies/README.md (species task; issue #4).
 
 Trains every recipe on the toy birds (``data_samples/``) and, when it is there, on the real
 10-species CUB subset (``../shared/cub_real_subset``), over several seeds, through the
@@ -6,7 +6,7 @@ ordinary command line (``python -m tinyinterp train`` / ``evaluate``), then prin
 table of means and spreads::
 
     python studies/recipe_study.py run --jobs 2          # ~100 min on a 2-core CPU
-    python studies/recipe_study.py table                 # the README's tables
+    python studies/recipe_study.py table                 # the tables of studies/README.md
 
 Each run lands in ``runs/study/<data>/s<seed>/<recipe>/`` with its own evaluation.json;
 a finished run is not trained again (``--resume``), so the study can be interrupted.
