@@ -280,6 +280,14 @@ def apply_recipe(args):
     return args
 
 
+def recipe_mask_options(task="species"):
+    """The InterpretableMask keywords of the command line's default recipe for ``task``,
+    for library users: ``TrainConfig(task="bird", interpretable=True,
+    mask_options=recipe_mask_options("bird"))`` trains what ``train --task bird`` does in
+    stage 2. (TrainConfig's own default, {}, is InterpretableMask's defaults.)"""
+    return mask_options_from(apply_recipe(argparse.Namespace(task=task)))
+
+
 def mask_options_from(args):
     """The InterpretableMask keywords a command line asks for."""
     opts = {"mode": args.mask, "gradient": args.filter_loss, "scale_normalise": args.scale_normalise,
