@@ -12,6 +12,7 @@ masks.
     python studies/bird_study.py run --jobs 2                 # everything (many hours)
     python studies/bird_study.py run --jobs 2 --sizes 64 --seeds 0 --recipes baseline authors-x10
     python studies/bird_study.py table                        # studies/README.md's tables
+    python studies/bird_study.py figure --sizes 64 --seeds 0 --recipes authors-x10   # pictures
 
 Runs land in ``runs/bird_study/<size>px/s<seed>/<recipe>/`` with their evaluation.json
 and logs in ``runs/bird_study/logs/``; a finished run is not trained again (``--resume``),
@@ -223,9 +224,41 @@ def table(args):
     return 0
 
 
+def figure(args):
+    """Both nets of a recipe side by side: a run folder ``figure-<recipe>/`` beside the runs,
+    whose ``ordinary/`` and ``interpretable/`` link to the baseline's and the recipe's nets,
+    evaluated and drawn as ``train`` draws its own (pictures/: the filters furthest below
+    their control as heat maps over test birds, their inference positions)."""
+    from tinyinterp.metrics import evaluate_runs
+    from tinyinterp.visualize import visualize_runs
+
+    for size in args.sizes:
+        for seed in args.seeds:
+            for recipe in args.recipes:
+                task, net, _ = RECIPES[recipe]
+                base = "baseline" if task == "bird" else "species-baseline"
+                if net != "interpretable":
+                    continue
+                folder = run_dir(args.out, size, seed, f"figure-{recipe}")
+                folder.mkdir(parents=True, exist_ok=True)
+                for name, source in (("ordinary", base), ("interpretable", recipe)):
+                    target = run_dir(args.out, size, seed, source) / name
+                    link = folder / name
+                    if not (target / "checkpoint.npz").is_file():
+                        print(f"skipping {folder}: {target} has not run")
+                        break
+                    if not link.exists():
+                        link.symlink_to(target.resolve(), target_is_directory=True)
+                else:
+                    evaluate_runs(folder)
+                    for path in visualize_runs(folder):
+                        print(path)
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["run", "table"])
+    p.add_argument("command", choices=["run", "table", "figure"])
     p.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
@@ -234,7 +267,7 @@ def main(argv=None):
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--out", default=str(ROOT / "runs" / "bird_study"))
     args = p.parse_args(argv)
-    return run(args) if args.command == "run" else table(args)
+    return {"run": run, "table": table, "figure": figure}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -82,3 +82,22 @@ def test_table_pairs_each_recipe_with_the_baseline_of_its_seed(tmp_path):
     assert "| 4.0 / 25.0 |" in text  # filters below 0.8x control, mean over the seeds
     assert "| exact-1e-2 | 0 (+1 unfinished) | - |" in text
     assert bs.seed_values(tmp_path, 64, 2, "authors-x10") is None
+
+
+def test_figure_puts_the_baseline_and_the_recipe_side_by_side(tmp_path):
+    import argparse
+
+    from tinyinterp.runs import TrainConfig
+    from tinyinterp.train import train_one
+
+    tiny = dict(task="bird", size=32, epochs=1, batch_size=8, images_per_class=4, classes=[1, 2],
+                widths=[4, 8, 8], top_channels=8)
+    train_one(TrainConfig(**tiny), bs.run_dir(tmp_path, 32, 0, "baseline") / "ordinary", log=lambda *_: None)
+    train_one(TrainConfig(**tiny, interpretable=True, mask_options={"gradient": "authors", "lam": 10}),
+              bs.run_dir(tmp_path, 32, 0, "authors-x10") / "interpretable", log=lambda *_: None)
+    args = argparse.Namespace(sizes=[32], seeds=[0], recipes=["authors-x10", "authors-x30"], out=tmp_path)
+    assert bs.figure(args) == 0
+    folder = bs.run_dir(tmp_path, 32, 0, "figure-authors-x10")
+    assert set(json.loads((folder / "evaluation.json").read_text())) == {"ordinary", "interpretable"}
+    assert (folder / "pictures" / "filters_new.png").is_file()
+    assert not bs.run_dir(tmp_path, 32, 0, "figure-authors-x30").joinpath("evaluation.json").exists()
