@@ -189,7 +189,9 @@ def test_evaluation_measures_filters_on_the_birds_only(tmp_path):
     assert set(res["recall"]) == {"bird", "not a bird"}
     assert "dist" in (tmp_path / "run" / "evaluation.txt").read_text()
     saved = json.loads((tmp_path / "run" / "evaluation.json").read_text())
-    assert saved["ordinary"]["layers"]["new"]["offset"]["filters"] >= 0
+    offset = saved["ordinary"]["layers"]["new"]["offset"]
+    assert len(offset["per_filter"]) == len(offset["landmark"]) == 8  # one entry per filter
+    assert offset["filters"] == sum(d is not None for d in offset["per_filter"])
 
 
 def test_cli_bird_task_end_to_end_on_the_toy_birds(tmp_path, capsys):

@@ -47,7 +47,7 @@ import numpy as np
 from .backend import to_device, to_numpy
 from .checkpoint import atomic_write_text
 from .losses import predict
-from .runs import load_data, load_run, net_dirs
+from .runs import data_key, load_data, load_run, net_dirs
 from .vgg import receptive_field
 
 LANDMARK_GROUPS = ("head", "back", "tail")
@@ -553,8 +553,7 @@ def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0):
     data_cache, results = {}, {}
     for run_dir in dirs:
         model, cfg, _meta = load_run(run_dir, device)
-        key = json.dumps([cfg.data, cfg.classes, cfg.images_per_class, cfg.size, cfg.crop,
-                          cfg.task, cfg.negatives])
+        key = data_key(cfg)
         if key not in data_cache:
             data_cache[key] = load_data(cfg)
         _ds, train, test, mean, std = data_cache[key]

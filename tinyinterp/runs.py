@@ -10,6 +10,7 @@ A saved config says everything needed to rebuild the net and reload its data:
 ``load_run(folder)`` gives the net, ``load_data(cfg)`` its data with the training split's
 normalisation.
 """
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,12 @@ def load_data(cfg):
     train, test = ds.split("train"), ds.split("test")
     mean, std = train.mean_std()
     return ds, train, test, mean, std
+
+
+def data_key(cfg):
+    """What decides a config's data: nets with equal keys share one load_data."""
+    return json.dumps([cfg.data, cfg.classes, cfg.images_per_class, cfg.size, cfg.crop,
+                       cfg.task, cfg.negatives])
 
 
 def num_outputs(cfg, ds):

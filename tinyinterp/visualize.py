@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .backend import device_of, to_device, to_numpy
-from .runs import load_data, load_run, net_dirs
+from .runs import data_key, load_data, load_run, net_dirs
 
 # ----------------------------------------------------------------------------- style
 
@@ -626,9 +626,6 @@ def curves_figure(run_root):
 
 # --------------------------------------------------------------------------- top level
 
-def _data_key(cfg):
-    return json.dumps([cfg.data, cfg.classes, cfg.images_per_class, cfg.size, cfg.crop,
-                       cfg.task, cfg.negatives])
 
 
 def filters_below_control(run_root, net, layer, count):
@@ -667,7 +664,7 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
     loaded, data = {}, {}
     for name, d in nets.items():
         model, cfg, _ = load_run(d, device)
-        key = _data_key(cfg)
+        key = data_key(cfg)
         if key not in data:
             _, train, test, mean, std = load_data(cfg)
             ds = train if split == "train" else test
