@@ -182,11 +182,15 @@ def test_evaluation_measures_filters_on_the_birds_only(tmp_path):
     train_one(cfg, tmp_path / "run" / "ordinary", log=lambda *_: None)
     results = ti.evaluate_runs(tmp_path / "run", top_k=5)
     res = results["ordinary"]
-    _, _, test, _, _ = ti.train.load_data(cfg)
+    _, _, test, mean, std = ti.train.load_data(cfg)
     birds = int((test.labels == 1).sum())
     assert res["task"] == "bird" and res["images"] == birds < len(test)
     assert res["negatives"] == len(test) - birds
-    assert set(res["recall"]) == {"bird", "not a bird"}
+    # accuracy and recalls as one forward pass over the whole split gives them
+    pred = ti.metrics.collect_predictions(load_run(tmp_path / "run" / "ordinary")[0], test, mean, std)
+    assert res["accuracy"] == pytest.approx(float((pred == test.labels).mean()), abs=1e-12)
+    not_bird, bird = ti.metrics.class_recalls(pred, test.labels, 2)
+    assert res["recall"] == pytest.approx({"bird": bird, "not a bird": not_bird}, abs=1e-12)
     assert "dist" in (tmp_path / "run" / "evaluation.txt").read_text()
     saved = json.loads((tmp_path / "run" / "evaluation.json").read_text())
     offset = saved["ordinary"]["layers"]["new"]["offset"]

@@ -170,3 +170,48 @@ def test_cli_scratch_protocol_trains_both_nets_from_random_weights(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["interpretable", "ordinary"]
     for net in ("ordinary", "interpretable"):
         assert load_run(tmp_path / net)[1].init_from is None
+
+
+@pytest.mark.parametrize("interpretable", [False, True])
+def test_eval_every_skips_test_passes_without_changing_training(tmp_path, interpretable):
+    every = train_one(tiny_config(epochs=3, interpretable=interpretable), tmp_path / "every",
+                      log=lambda *_: None)
+    lines = []
+    sparse = train_one(tiny_config(epochs=3, eval_every=2, interpretable=interpretable),
+                       tmp_path / "sparse", log=lines.append)
+    # epoch 2 (every second) and epoch 3 (the last) have a test pass, epoch 1 none
+    assert ["test_acc" in row for row in sparse["history"]] == [False, True, True]
+    assert " test -  " in lines[0] and " test -  " not in lines[2]
+    for a, b in zip(every["history"], sparse["history"]):
+        assert a["task_loss"] == b["task_loss"] and a["filter_loss"] == b["filter_loss"]
+    assert every["final"]["test_acc"] == sparse["final"]["test_acc"]
+    a, b = weights(tmp_path / "every"), weights(tmp_path / "sparse")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_eval_every_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="eval_every"):
+        tiny_config(eval_every=bad)
+
+
+def test_cli_report_reuses_the_data_training_loaded(tmp_path, monkeypatch, capsys):
+    from tinyinterp.__main__ import main
+
+    real, calls = ti.runs.load_data, []
+
+    def counting_load_data(cfg):
+        calls.append(cfg.task)
+        return real(cfg)
+
+    for module in (ti.train, ti.metrics, ti.visualize):
+        monkeypatch.setattr(module, "load_data", counting_load_data)
+    rc = main(["train", "--size", "32", "--epochs", "1", "--finetune-epochs", "1", "--task", "bird",
+               "--images-per-class", "4", "--batch-size", "8", "--out", str(tmp_path),
+               "--eval-every", "2"])
+    assert rc == 0
+    assert (tmp_path / "evaluation.json").is_file() and (tmp_path / "pictures" / "curves.png").is_file()
+    # stage 1 species, stage 2 bird vs. not: each loaded once, the report loads nothing more
+    assert sorted(calls) == ["bird", "species"]
+    assert "test -" not in capsys.readouterr().out  # one epoch each: the last one is tested

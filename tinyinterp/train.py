@@ -35,8 +35,8 @@ from .layers import Dropout
 from .losses import LogisticLoss, SoftmaxCrossEntropy, predict
 from .metrics import class_recalls, collect_predictions
 from .optim import SGD
-from .runs import (TOY_BIRDS, TrainConfig, build_model, init_weights_from, load_data, load_run,  # noqa: F401
-                   num_outputs)
+from .runs import (TOY_BIRDS, TrainConfig, build_model, data_key, init_weights_from, load_data,  # noqa: F401
+                   load_run, num_outputs)
 
 
 # The command line's default recipe per task (README). TrainConfig.mask_options stays {}
@@ -128,9 +128,13 @@ def load_training_state(path, model, opt):
 
 # ---- the loop ----
 
-def _recall_text(row):
+def _test_text(row):
+    """The test accuracy of a history row (and for bird vs. not each class's recall); "-"
+    for an epoch without a test pass (``eval_every``)."""
+    if "test_acc" not in row:
+        return "-"
     rec = row.get("test_recall")
-    return f" (birds {rec[1]:.3f}, not {rec[0]:.3f})" if rec else ""
+    return f"{row['test_acc']:.3f}" + (f" (birds {rec[1]:.3f}, not {rec[0]:.3f})" if rec else "")
 
 
 def train_one(cfg, out_dir, data=None, resume=False, log=print):
@@ -190,10 +194,11 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
                # on the epoch's training batches as they were seen (flipped, dropout on):
                # a second pass over the training set would cost as much as the test pass
                "train_acc": n_right / n_seen}
-        pred = collect_predictions(model, test, mean, std, cfg.device)
-        row["test_acc"] = float((pred == test.labels).mean()) if len(test) else 0.0
-        if cfg.task == "bird":  # the recall of each class: [not a bird, bird]
-            row["test_recall"] = class_recalls(pred, test.labels, 2)
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            pred = collect_predictions(model, test, mean, std, cfg.device)
+            row["test_acc"] = float((pred == test.labels).mean()) if len(test) else 0.0
+            if cfg.task == "bird":  # the recall of each class: [not a bird, bird]
+                row["test_recall"] = class_recalls(pred, test.labels, 2)
         row["seconds"] = time.time() - t0
         history.append(row)
         save_training_state(ckpt, model, opt, cfg, epoch + 1, history)
@@ -202,7 +207,7 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
         lam = ",".join(f"{v:.2g}" for v in row["lambda"]) or "-"
         log(f"{kind:>13} epoch {row['epoch']:3d}/{cfg.epochs}  loss {row['task_loss']:.3f}  "
             f"filter {row['filter_loss']:+.3g}  lambda {lam}  train {row['train_acc']:.3f}  "
-            f"test {row['test_acc']:.3f}{_recall_text(row)}  {row['seconds']:.1f}s")
+            f"test {_test_text(row)}  {row['seconds']:.1f}s")
     metrics = {"config": asdict(cfg), "history": history,
                "final": history[-1] if history else None}
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
@@ -236,6 +241,8 @@ def add_train_parser(sub):
     p.add_argument("--nets", choices=["both", "ordinary", "interpretable"], default="both")
     p.add_argument("--out", default="runs/toy_birds", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, metavar="N",
+                   help="the test pass after every N-th epoch and after the last (default: every epoch)")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip the evaluation table and the pictures after training")
     g = p.add_argument_group("recipe (defaults depend on --task: see the README)")
@@ -303,8 +310,10 @@ def cmd_train(args):
     base = TrainConfig(data=args.data, classes=args.classes, images_per_class=args.images_per_class,
                        size=args.size, crop=crop, task=args.task, negatives=args.negatives,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       seed=args.seed, device=args.device, mask_options=mask_options_from(args))
+                       eval_every=args.eval_every, seed=args.seed, device=args.device,
+                       mask_options=mask_options_from(args))
     data = load_data(base)
+    loaded = {data_key(base): data}  # the report reuses these instead of loading them again
     describe_data(args.data, base, data)
     kinds = ["ordinary", "interpretable"] if args.nets == "both" else [args.nets]
     out = Path(args.out)
@@ -316,6 +325,7 @@ def cmd_train(args):
                 stage1_data = data if stage1.task == base.task else load_data(stage1)
                 if stage1_data is not data:
                     describe_data(args.data, stage1, stage1_data)
+                    loaded[data_key(stage1)] = stage1_data
                 print(f"stage 1: the ordinary net, {stage1.task} task, {args.epochs} epochs -> "
                       f"{out / 'pretrained'}")
                 train_one(stage1, out / "pretrained", data=stage1_data, resume=args.resume)
@@ -333,9 +343,9 @@ def cmd_train(args):
         print(f"\nstopped: {e}")
         return 2
     print("\nsummary (test accuracy): " + ", ".join(
-        f"{k} {v['test_acc']:.3f}{_recall_text(v)}" for k, v in summary.items()))
+        f"{k} {_test_text(v)}" for k, v in summary.items()))
     if args.report:
-        report(out, args.device)
+        report(out, args.device, data=loaded)
     print(f"run folder: {args.out}")
     return 0
 
@@ -354,12 +364,14 @@ def describe_data(folder, cfg, data):
               f"{len(test)} test images at {cfg.size} px ({cfg.crop} crop); report {ds.report}")
 
 
-def report(run_root, device="cpu"):
-    """What ``evaluate RUN`` and ``visualize RUN`` do, run after training."""
+def report(run_root, device="cpu", data=None):
+    """What ``evaluate RUN`` and ``visualize RUN`` do, run after training. ``data``:
+    {data_key(cfg): load_data(cfg)} already loaded (filled with what is loaded here)."""
     from .metrics import evaluate_runs, format_table
     from .visualize import visualize_runs
 
-    print("\n" + format_table(evaluate_runs(run_root, device=device)))
-    paths = visualize_runs(run_root, device=device)
+    data = {} if data is None else data
+    print("\n" + format_table(evaluate_runs(run_root, device=device, data=data)))
+    paths = visualize_runs(run_root, device=device, data=data)
     print(f"\nwrote {Path(run_root) / 'evaluation.json'} and {len(paths)} pictures in "
           f"{Path(run_root) / 'pictures'}")

@@ -604,7 +604,8 @@ def curves_figure(run_root):
         if any(row.get("lambda") for row in hist):
             filt.append((xs, [row["filter_loss"] for row in hist], c, False))
         acc.append((xs, [row["train_acc"] for row in hist], c, True))
-        acc.append((xs, [row["test_acc"] for row in hist], c, False))
+        tested = [row for row in hist if "test_acc" in row]  # see TrainConfig.eval_every
+        acc.append(([row["epoch"] + offset for row in tested], [row["test_acc"] for row in tested], c, False))
     plots = [plot(task, "task loss (cross-entropy)"),
              plot(filt, "filter loss (summed, before lambda)", empty="no interpretable net"),
              plot(acc, "accuracy: test solid, train dashed", ylim=(0, 1))]
@@ -643,7 +644,7 @@ def filters_below_control(run_root, net, layer, count):
     return [f for _, f in sorted(pairs)[:count]] or None
 
 
-def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, filters=6):
+def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, filters=6, data=None):
     """Draw every picture of a run folder and write PNGs; returns the list of paths.
 
     Writes into ``out`` (default ``run_root/pictures``): filters_<layer>.png and
@@ -651,7 +652,8 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
     maps' side n) and curves.png. The birds are ``images`` images of ``split``, spread
     over its classes (for bird vs. not: its birds only). ``filters`` filters per net: the
     ones furthest below their shuffled control where ``run_root/evaluation.json`` exists
-    (``evaluate`` writes it), else those with the largest mean max activation.
+    (``evaluate`` writes it), else those with the largest mean max activation. ``data``:
+    as for ``metrics.evaluate_runs``, {data_key(cfg): load_data(cfg)} already loaded.
     """
     run_root = Path(run_root)
     nets = _net_dirs(run_root)
@@ -661,16 +663,19 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     out = Path(out) if out is not None else run_root / "pictures"
     out.mkdir(parents=True, exist_ok=True)
-    loaded, data = {}, {}
+    loaded, shown = {}, {}
+    data = {} if data is None else data
     for name, d in nets.items():
         model, cfg, _ = load_run(d, device)
         key = data_key(cfg)
-        if key not in data:
-            _, train, test, mean, std = load_data(cfg)
+        if key not in shown:
+            if key not in data:
+                data[key] = load_data(cfg)
+            _, train, test, mean, std = data[key]
             ds = train if split == "train" else test
             if cfg.task == "bird":
                 ds = ds.subset(ds.labels == 1)  # the parts are on the birds
-            data[key] = (ds, mean, std)
+            shown[key] = (ds, mean, std)
         loaded[name] = (model, key)
     paths = []
 
@@ -684,7 +689,7 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
         groups.setdefault(key, {})[name] = model
     layer_names = ["top", "new"]
     for g, (key, models) in enumerate(groups.items()):
-        ds, mean, std = data[key]
+        ds, mean, std = shown[key]
         suffix = "" if len(groups) == 1 else f"_data{g}"
         depth = min(len(m.interpretable_indices) for m in models.values())
         for index_name in layer_names[:depth]:
@@ -698,7 +703,7 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
                       for name, m in models.items()]
             save(hstack(panels, pad=24), f"positions_{index_name}{suffix}.png")
     model = next(iter(loaded.values()))[0]
-    size = data[next(iter(loaded.values()))[1]][0].size
+    size = shown[next(iter(loaded.values()))[1]][0].size
     save(templates_figure(_map_side(model, model.interpretable_indices[0], size)),
          "templates.png")
     save(curves_figure(run_root), "curves.png")
