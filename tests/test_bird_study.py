@@ -101,3 +101,31 @@ def test_figure_puts_the_baseline_and_the_recipe_side_by_side(tmp_path):
     assert set(json.loads((folder / "evaluation.json").read_text())) == {"ordinary", "interpretable"}
     assert (folder / "pictures" / "filters_new.png").is_file()
     assert not bs.run_dir(tmp_path, 32, 0, "figure-authors-x30").joinpath("evaluation.json").exists()
+
+
+def test_run_skips_jobs_already_trained_and_evaluated(tmp_path, monkeypatch):
+    import argparse
+
+    fake_run(tmp_path, "baseline", 0, 0.9, 0.10)
+    fake_run(tmp_path, "authors-x10", 0, 0.85, 0.05, finished=False)
+    pre = bs.run_dir(tmp_path, 64, 0, "pretrain") / "ordinary"
+    pre.mkdir(parents=True)
+    (pre / "metrics.json").write_text(json.dumps({"config": {"epochs": 1}, "history": [{"epoch": 1}]}))
+    started = []
+    monkeypatch.setattr(bs, "run_jobs", lambda pending, *a, **k: started.extend(pending))
+    args = argparse.Namespace(data=str(tmp_path), out=tmp_path, sizes=[64], seeds=[0], jobs=1,
+                              recipes=["baseline", "authors-x10"], finetune_epochs=8)
+    assert bs.run(args) == 0
+    # the pretrained net was never evaluated, authors-x10 never finished: both run again
+    assert started == [(64, 0, "pretrain"), (64, 0, "authors-x10")]
+
+
+def test_longer_fine_tuning_is_compared_with_the_baseline_of_as_many_epochs(tmp_path):
+    fake_run(tmp_path, "baseline", 0, 0.9, 0.10)
+    fake_run(tmp_path, "baseline-16ep", 0, 0.95, 0.20)
+    fake_run(tmp_path, "authors-x10-16ep", 0, 0.85, 0.05)
+    v = bs.seed_values(tmp_path, 64, 0, "authors-x10-16ep")
+    assert v["dacc"] == pytest.approx(-0.10) and v["new_to_base"] == pytest.approx(0.25)
+    cmd = bs.job_command(tmp_path, 64, 0, "authors-x10-16ep")
+    flags = [i for i, a in enumerate(cmd) if a == "--finetune-epochs"]
+    assert cmd[flags[-1] + 1] == "16"  # the recipe's flag comes last and wins
