@@ -123,10 +123,16 @@ class TinyinterpCases:
 
     name = "tinyinterp"
 
-    def __init__(self, device):
+    def __init__(self, device, numpy_first=False):
         sys.path.insert(0, str(REPO))
+        self.import_order = "numpy first" if numpy_first else "tinyinterp first"
+        if numpy_first:  # as a user's script: NumPy loaded, and a product run, before tinyinterp
+            import numpy as np
+
+            np.ones((64, 64), np.float32) @ np.ones((64, 64), np.float32)
         # tinyinterp first: imported before NumPy, it sets OpenBLAS's thread timeout (its
-        # __init__.py), as it does for `python -m tinyinterp`
+        # __init__.py), as it does for `python -m tinyinterp`; after NumPy, it has OpenBLAS
+        # read it again (tinyinterp/blas.py)
         import tinyinterp as ti
         from tinyinterp import backend
 
@@ -145,6 +151,9 @@ class TinyinterpCases:
         info = {"numpy": np.__version__, "threads": _core_count(), "torch_imported": "torch" in sys.modules,
                 "tinyinterp_threads": self.ti.get_num_threads(),
                 "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+                "import_order": self.import_order,
+                # what each loaded OpenBLAS really read (0: none), through ctypes
+                "openblas_thread_timeout_read": list(self.ti.blas.thread_timeouts().values()),
                 # read here, in the process whose NumPy does the timed work
                 "blas": hostinfo.blas_info(), "blas_pins_seen": hostinfo.blas_pins(os.environ)}
         if self.device == "gpu":
@@ -318,7 +327,7 @@ class TorchCases:
         raise ValueError(f"unknown case {kind}")
 
 
-def worker_main(lib, device):
+def worker_main(lib, device, numpy_first=False):
     """Serve cases read as JSON lines on stdin; answer each with one JSON line."""
     out = sys.stdout
     sys.stdout = sys.stderr  # anything a library prints must not corrupt the protocol
@@ -328,7 +337,7 @@ def worker_main(lib, device):
         out.flush()
 
     try:
-        lib_cases = (TinyinterpCases if lib == "tinyinterp" else TorchCases)(device)
+        lib_cases = TinyinterpCases(device, numpy_first) if lib == "tinyinterp" else TorchCases(device)
     except Exception as exc:  # reported to the parent, which goes on without this library
         reply({"error": f"{type(exc).__name__}: {exc}"})
         return
@@ -371,10 +380,11 @@ class Worker:
     """A worker process for one library, started with the same Python as this script,
     in the environment ``env`` (None: this process's)."""
 
-    def __init__(self, lib, device, env=None):
+    def __init__(self, lib, device, env=None, numpy_first=False):
         self.lib = lib
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", lib, "--device", device],
+            [sys.executable, str(Path(__file__).resolve()), "--worker", lib, "--device", device]
+            + (["--numpy-first"] if numpy_first else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         hello = self._read()
         self.error = hello.get("error")
@@ -572,7 +582,9 @@ def print_table(results, peak, share, meta, out=print):
     tiny = meta.get("libraries", {}).get("tinyinterp", {})
     if "tinyinterp_threads" in tiny:
         out(f"tinyinterp: {tiny['tinyinterp_threads']} threads for element-wise passes, "
-            f"OPENBLAS_THREAD_TIMEOUT={tiny.get('openblas_thread_timeout')}")
+            f"OPENBLAS_THREAD_TIMEOUT={tiny.get('openblas_thread_timeout')} (as OpenBLAS read it: "
+            f"{', '.join(map(str, tiny.get('openblas_thread_timeout_read') or [])) or 'no pthreads OpenBLAS'}), "
+            f"imported {tiny.get('import_order', 'tinyinterp first')}")
     load = meta["load"]
     other = load.get("other_processes_cores")
     out(f"machine load: load average at the end {', '.join(f'{v:.2f}' for v in load['loadavg_end'] or [])}"
@@ -592,6 +604,9 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 5, --quick 3)")
     parser.add_argument("--keep-blas-env", action="store_true",
                         help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the workers (default: lifted)")
+    parser.add_argument("--numpy-first", action="store_true",
+                        help="the tinyinterp worker imports NumPy (and multiplies) before tinyinterp, "
+                             "as a user's script may")
     parser.add_argument("--worker", choices=["tinyinterp", "torch"], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -599,7 +614,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        worker_main(args.worker, args.device)
+        worker_main(args.worker, args.device, args.numpy_first)
         return 0
 
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -614,7 +629,7 @@ def main(argv=None):
     env = hostinfo.worker_env(os.environ, args.keep_blas_env)
     host = {"cpu": hostinfo.cpu_info(), "blas_pins": hostinfo.pins_report(os.environ, args.keep_blas_env)}
     workers = []
-    ti = Worker("tinyinterp", args.device, env)
+    ti = Worker("tinyinterp", args.device, env, numpy_first=args.numpy_first)
     if ti.error:
         ti.close()
         if args.device == "gpu":

@@ -17,9 +17,23 @@ Nothing here raises because something is missing: an unknown field reads "unknow
 """
 import ctypes
 import glob
+import importlib.util
 import platform
 import re
 from pathlib import Path
+
+
+def _load_blas_module():
+    """tinyinterp/blas.py on its own (it imports neither NumPy nor the rest of tinyinterp),
+    from this checkout, whichever tinyinterp a worker imports."""
+    path = Path(__file__).resolve().parents[1] / "tinyinterp" / "blas.py"
+    spec = importlib.util.spec_from_file_location("_tinyinterp_blas", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_blas = _load_blas_module()
 
 BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -133,15 +147,7 @@ def _from_openblas():
 def openblas_paths(maps_path="/proc/self/maps"):
     """Files of the OpenBLAS libraries this process has loaded (Linux: its memory map),
     else those NumPy's wheel ships (numpy.libs/, numpy/.dylibs/). Never raises."""
-    paths = []
-    try:
-        for line in Path(maps_path).read_text(errors="replace").splitlines():
-            fields = line.split(maxsplit=5)  # address, perms, offset, device, inode, path
-            path = fields[5] if len(fields) == 6 else ""
-            if "openblas" in Path(path).name.lower() and path not in paths:
-                paths.append(path)
-    except OSError:
-        pass
+    paths = _blas.loaded_openblas(maps_path)
     if not paths:
         try:
             import numpy
@@ -173,17 +179,9 @@ def openblas_query(path):
 
 
 def _call(lib, what, restype):
-    """openblas_<what>() under whichever name this build exports: plain, or with the
-    prefix and 64-bit-integer suffix of the scipy-openblas wheels NumPy ships."""
-    for prefix in ("", "scipy_"):
-        for suffix in ("", "64_", "_64"):
-            try:
-                fn = getattr(lib, f"{prefix}openblas_{what}{suffix}")
-            except AttributeError:
-                continue
-            fn.restype, fn.argtypes = restype, []
-            return fn()
-    return None
+    """openblas_<what>() under whichever name this build exports (None if none)."""
+    fn = _blas.openblas_function(lib, what, restype)
+    return None if fn is None else fn()
 
 
 # ---------------------------------------------------------------- printing

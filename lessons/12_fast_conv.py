@@ -229,8 +229,8 @@ print(f"max-pool of 32x32x64x64 (your machine): 1 thread {times[0] * 1e3:.1f} ms
       f"{cores} threads {times[1] * 1e3:.1f} ms")
 # e.g. a 2-core VM: 1 thread ~12 ms, 2 threads ~6-8 ms. In a training step this needs
 # BLAS's idle threads to sleep soon after a product instead of spinning on the other
-# core; tinyinterp sets OPENBLAS_THREAD_TIMEOUT for that when it is imported before NumPy
-# (as `python -m tinyinterp` does; here NumPy came first, which is fine for this timing).
+# core; tinyinterp sets OPENBLAS_THREAD_TIMEOUT for that, and has OpenBLAS read it again
+# when NumPy was imported first (tinyinterp/blas.py), as here.
 
 # ---- picture: the grid of part 1 and the 9 cells read around pixel 13 ----
 N, H, W = 2, 3, 4

@@ -203,3 +203,13 @@ def test_ab_step_refuses_a_folder_without_tinyinterp(tmp_path):
     proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(ROOT)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode != 0 and "no tinyinterp package" in proc.stderr
+
+
+def test_bench_numpy_first_worker_still_has_openblas_read_the_timeout(tmp_path):
+    # a user's script that imports NumPy before tinyinterp (tinyinterp/blas.py)
+    proc, doc = run_bench(tmp_path, "--numpy-first", "--no-torch", "--only", "step")
+    tiny = doc["meta"]["libraries"]["tinyinterp"]
+    assert tiny["import_order"] == "numpy first" and "imported numpy first" in proc.stdout
+    if numpy_uses_openblas():
+        wanted = int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "20"))
+        assert tiny["openblas_thread_timeout_read"] == [wanted]

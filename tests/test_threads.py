@@ -211,10 +211,11 @@ IMPORT_CHECK = "import os, {first}; import {second}; print(os.environ.get('OPENB
 
 @pytest.mark.parametrize("first, second, env, expected", [
     ("tinyinterp", "numpy", None, "20"),    # imported first: it sets the timeout
-    ("numpy", "tinyinterp", None, "None"),  # too late to matter: left alone
+    ("numpy", "tinyinterp", None, "20"),    # after NumPy too (OpenBLAS reads it again: test_blas.py)
     ("tinyinterp", "numpy", "7", "7"),      # the user's own value wins
+    ("numpy", "tinyinterp", "7", "7"),
 ])
-def test_import_sets_openblas_thread_timeout_only_before_numpy(first, second, env, expected):
+def test_import_sets_openblas_thread_timeout_whatever_the_order(first, second, env, expected):
     environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     if env is not None:
         environ["OPENBLAS_THREAD_TIMEOUT"] = env

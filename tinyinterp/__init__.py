@@ -5,12 +5,13 @@ Lessons and users import everything from here: ``import tinyinterp as ti``.
 import os as _os
 import sys as _sys
 
+from . import blas
+
 if "numpy" not in _sys.modules:
     # Before NumPy loads OpenBLAS: let OpenBLAS's idle threads sleep about 0.4 ms
     # (2**20 cycles) after a matrix product instead of spinning for 0.1 s, so that
     # tinyinterp's own threads get the cores between products (backend.in_parallel).
-    # Imported after NumPy, tinyinterp cannot set this: set it yourself to get the speed.
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
+    _os.environ.setdefault(blas.TIMEOUT_VARIABLE, str(blas.SPIN_TIMEOUT))
 
 from .backend import (
     device_of,
@@ -53,5 +54,9 @@ from .vgg import receptive_field, small_vgg
 from .train import TrainConfig, TrainingDiverged, load_run, train_one
 from . import data, metrics, runs, visualize
 from .metrics import evaluate_model, evaluate_runs, location_instability
+
+# Imported after NumPy, the variable above came too late for OpenBLAS: have it read it
+# again (blas.py), so that a script's speed does not depend on its import order.
+blas.shorten_thread_spin()
 
 __version__ = "0.1.0"
