@@ -205,7 +205,7 @@ def test_cli_report_reuses_the_data_training_loaded(tmp_path, monkeypatch, capsy
         calls.append(cfg.task)
         return real(cfg)
 
-    for module in (ti.train, ti.metrics, ti.visualize):
+    for module in (ti.train, ti.runs):  # training loads through train, the report through runs
         monkeypatch.setattr(module, "load_data", counting_load_data)
     rc = main(["train", "--size", "32", "--epochs", "1", "--finetune-epochs", "1", "--task", "bird",
                "--images-per-class", "4", "--batch-size", "8", "--out", str(tmp_path),

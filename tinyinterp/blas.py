@@ -69,17 +69,20 @@ def _server_controls(lib):
     return tuple(fns)
 
 
-def thread_timeouts():
-    """{path: the OPENBLAS_THREAD_TIMEOUT each loaded pthreads OpenBLAS has read (0: none)}."""
-    found = {}
+def _pthreads_openblas():
+    """(path, (read_env, thread_timeout, shutdown)) of each loaded pthreads OpenBLAS."""
     for path in loaded_openblas():
         try:
             controls = _server_controls(ctypes.CDLL(path))  # already loaded: the same copy
         except OSError:
             continue
         if controls is not None:
-            found[path] = controls[1]()
-    return found
+            yield path, controls
+
+
+def thread_timeouts():
+    """{path: the OPENBLAS_THREAD_TIMEOUT each loaded pthreads OpenBLAS has read (0: none)}."""
+    return {path: controls[1]() for path, controls in _pthreads_openblas()}
 
 
 def shorten_thread_spin(timeout=SPIN_TIMEOUT):
@@ -97,14 +100,7 @@ def shorten_thread_spin(timeout=SPIN_TIMEOUT):
     except ValueError:  # not a number: leave it to OpenBLAS, which ignores it
         return {}
     done = {}
-    for path in loaded_openblas():
-        try:
-            controls = _server_controls(ctypes.CDLL(path))
-        except OSError:
-            continue
-        if controls is None:
-            continue
-        read_env, current, shutdown = controls
+    for path, (read_env, current, shutdown) in _pthreads_openblas():
         if current() == wanted:
             done[path] = "already"
             continue

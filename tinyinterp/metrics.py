@@ -47,7 +47,7 @@ import numpy as np
 from .backend import to_device, to_numpy
 from .checkpoint import atomic_write_text
 from .losses import predict
-from .runs import data_key, load_data, load_run, net_dirs
+from .runs import load_data_once, load_run, net_dirs
 from .vgg import receptive_field
 
 LANDMARK_GROUPS = ("head", "back", "tail")
@@ -556,10 +556,7 @@ def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0, data=
     data_cache, results = ({} if data is None else data), {}
     for run_dir in dirs:
         model, cfg, _meta = load_run(run_dir, device)
-        key = data_key(cfg)
-        if key not in data_cache:
-            data_cache[key] = load_data(cfg)
-        _ds, train, test, mean, std = data_cache[key]
+        _ds, train, test, mean, std = load_data_once(cfg, data_cache)
         ds = train if split == "train" else test
         if cfg.task == "bird":
             res = _evaluate_bird_task(model, ds, mean, std, device, top_k, seed)

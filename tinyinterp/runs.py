@@ -81,6 +81,15 @@ def data_key(cfg):
                        cfg.task, cfg.negatives])
 
 
+def load_data_once(cfg, loaded):
+    """load_data(cfg), taken from the dict ``loaded`` ({data_key: load_data result}) when
+    it is there, else loaded and added to it."""
+    key = data_key(cfg)
+    if key not in loaded:
+        loaded[key] = load_data(cfg)
+    return loaded[key]
+
+
 def num_outputs(cfg, ds):
     """Logits of the head: one (logistic, bird vs. not) or one per class (softmax)."""
     return 1 if cfg.task == "bird" else len(ds.class_ids)

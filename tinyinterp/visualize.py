@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .backend import device_of, to_device, to_numpy
-from .runs import data_key, load_data, load_run, net_dirs
+from .runs import data_key, load_data_once, load_run, net_dirs
 
 # ----------------------------------------------------------------------------- style
 
@@ -627,8 +627,6 @@ def curves_figure(run_root):
 
 # --------------------------------------------------------------------------- top level
 
-
-
 def filters_below_control(run_root, net, layer, count):
     """The ``count`` filters of ``net``'s ``layer`` ("top"/"new") furthest below their own
     shuffled control (lowest instability / control), read from ``run_root``'s
@@ -669,9 +667,7 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
         model, cfg, _ = load_run(d, device)
         key = data_key(cfg)
         if key not in shown:
-            if key not in data:
-                data[key] = load_data(cfg)
-            _, train, test, mean, std = data[key]
+            _, train, test, mean, std = load_data_once(cfg, data)
             ds = train if split == "train" else test
             if cfg.task == "bird":
                 ds = ds.subset(ds.labels == 1)  # the parts are on the birds
