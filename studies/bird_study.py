@@ -113,7 +113,7 @@ def run(args):
         return 0
     # a run already trained and evaluated is not started again (not even its evaluation)
     pending = [job for job in jobs_in_order(args.sizes, args.seeds, args.recipes)
-               if not _evaluated(args.out, *job)]
+               if not (_evaluated(args.out, *job) or _diverged(args.out, *job))]
 
     def ready(job, done):
         size, seed, recipe = job
@@ -139,6 +139,12 @@ def _finished(out, size, seed, recipe="pretrain"):
     return len(m.get("history", [])) >= m.get("config", {}).get("epochs", 1)
 
 
+def _diverged(out, size, seed, recipe):
+    """Whether a job's training stopped on a NaN loss (it would again: runs are deterministic)."""
+    net = "ordinary" if recipe == "pretrain" else RECIPES[recipe][1]
+    return (run_dir(out, size, seed, recipe) / net / "diverged.json").is_file()
+
+
 def _evaluated(out, size, seed, recipe):
     """Whether a job has run all its epochs and its evaluation.json has been written."""
     return _finished(out, size, seed, recipe) and \
@@ -156,6 +162,8 @@ def seed_values(out, size, seed, recipe):
     if not (folder / net).is_dir():
         return None
     ev_path, m_path = folder / "evaluation.json", folder / net / "metrics.json"
+    if _diverged(out, size, seed, recipe):
+        return {"unfinished": True, "diverged": True}
     if not (ev_path.is_file() and m_path.is_file()):
         return {"unfinished": True}
     metrics = json.loads(m_path.read_text())
@@ -222,8 +230,10 @@ def markdown_table(out, size, seeds, recipes):
             continue
         done = [v for v in per_seed if not v["unfinished"]]
         vals = {k: [v.get(k) for v in done] for k in {k for v in done for k in v}}
-        unfinished = len(per_seed) - len(done)
-        seeds_cell = f"{len(done)}" + (f" (+{unfinished} unfinished)" if unfinished else "")
+        diverged = sum(1 for v in per_seed if v.get("diverged"))
+        unfinished = len(per_seed) - len(done) - diverged
+        seeds_cell = f"{len(done)}" + "".join(f" (+{n} {what})" for n, what in
+                                              ((diverged, "NaN"), (unfinished, "unfinished")) if n)
         cells = [_cell(vals, key, spec) if done else "-" for _, key, spec in COLUMNS]
         lines.append(f"| {recipe} | {seeds_cell} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -118,6 +118,14 @@ def test_run_skips_jobs_already_trained_and_evaluated(tmp_path, monkeypatch):
     assert bs.run(args) == 0
     # the pretrained net was never evaluated, authors-x10 never finished: both run again
     assert started == [(64, 0, "pretrain"), (64, 0, "authors-x10")]
+    # a run that stopped on a NaN loss would stop there again: it is not started, and the
+    # table counts it apart from the runs still under way
+    (bs.run_dir(tmp_path, 64, 0, "authors-x10") / "interpretable" / "diverged.json").write_text("{}")
+    started.clear()
+    assert bs.run(args) == 0
+    assert started == [(64, 0, "pretrain")]
+    text = bs.markdown_table(tmp_path, 64, [0], ["baseline", "authors-x10"])
+    assert "| authors-x10 | 0 (+1 NaN) | - |" in text
 
 
 def test_longer_fine_tuning_is_compared_with_the_baseline_of_as_many_epochs(tmp_path):

@@ -71,9 +71,14 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkey
     monkeypatch.setattr(ti.Sequential, "forward", poisoned_forward)
     with pytest.raises(TrainingDiverged, match="epoch 2, step 1.*last good checkpoint \\(epoch 1\\)"):
         train_one(cfg, tmp_path, data=ds, log=lambda *_: None)
+    stop = json.loads((tmp_path / "diverged.json").read_text())  # what studies read
+    assert (stop["epoch"], stop["step"], stop["loss"]) == (2, 1, "nan")
     monkeypatch.undo()
     _, _, meta = load_run(tmp_path)
     assert meta["epoch"] == 1
+    # a new attempt that ends well leaves no stale mark
+    train_one(cfg, tmp_path, data=ds, resume=True, log=lambda *_: None)
+    assert not (tmp_path / "diverged.json").exists()
 
 
 def test_truncated_checkpoint_is_refused_with_its_name(tmp_path):

@@ -146,6 +146,9 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
     opt = SGD(model.params(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     ckpt = out_dir / "checkpoint.npz"
     history, start = [], 0
+    # a run that diverged says so in this file (studies read it); a new attempt clears it
+    diverged = out_dir / "diverged.json"
+    diverged.unlink(missing_ok=True)
     if resume and ckpt.exists():
         meta = load_training_state(ckpt, model, opt)
         history, start = meta["history"], meta["epoch"]
@@ -177,10 +180,13 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
             if not (math.isfinite(loss) and math.isfinite(filt)):
                 kept = f"the last good checkpoint (epoch {epoch}) is kept at {ckpt}" if epoch \
                     else "no checkpoint was written yet"
-                raise TrainingDiverged(
-                    f"{kind}: the loss became {loss} (filter loss {filt}) at epoch {epoch + 1}, "
-                    f"step {i + 1}; {kept}. Try a smaller --lr"
-                    + (" or a weaker filter loss (--lambda0, --lam)." if cfg.interpretable else "."))
+                message = (f"{kind}: the loss became {loss} (filter loss {filt}) at epoch {epoch + 1}, "
+                           f"step {i + 1}; {kept}. Try a smaller --lr"
+                           + (" or a weaker filter loss (--lambda0, --lam)." if cfg.interpretable else "."))
+                atomic_write_text(diverged, json.dumps(
+                    {"epoch": epoch + 1, "step": i + 1, "loss": str(loss), "filter_loss": str(filt),
+                     "message": message}, indent=1))
+                raise TrainingDiverged(message)
             model.backward(criterion.backward(), input_grad=False)  # the images need no gradient
             opt.lr = learning_rate(cfg, epoch * steps + i, steps)
             opt.step(model.grads())
