@@ -178,6 +178,7 @@ def seed_values(out, size, seed, recipe):
         v[layer], v[layer + "_ctl"], v[layer + "_to_ctl"] = L["instability"], L["control"], L["ratio"]
         v[layer + "_below8"], v[layer + "_below9"] = L["tracking"]["below_0.8"], L["tracking"]["below_0.9"]
         v[layer + "_centre"] = L["centre_share"]
+        v[layer + "_border"] = L.get("border_share")  # None in evaluations written before it existed
         v[layer + "_dist"] = (L.get("offset") or {}).get("mean_distance")
     base_recipe = BASELINES.get(recipe, "baseline" if task == "bird" else "species-baseline")
     base_path = run_dir(out, size, seed, base_recipe) / "evaluation.json"
@@ -199,6 +200,7 @@ COLUMNS = [  # header, key, format ("pair" = top / new, mean over seeds)
     ("new conv (ctl)", "new", "ctl"), ("new / base", "new_to_base", ".2f"),
     ("< 0.8x ctl (top / new)", "_below8", "pair"), ("< 0.9x ctl (top / new)", "_below9", "pair"),
     ("dist (top / new)", "_dist", "pair3"), ("centre (top / new)", "_centre", "pair2"),
+    ("border (top / new)", "_border", "pair2"),
 ]
 
 

@@ -61,7 +61,7 @@ def fake_run(root, recipe, seed, acc, inst, below8=(1, 2), finished=True, epochs
     layers = {}
     for name, b8 in zip(("top", "new"), below8):
         layers[name] = {"instability": inst, "control": inst + 0.01, "ratio": inst / (inst + 0.01),
-                        "centre_share": 0.25, "tracking": {"below_0.8": b8, "below_0.9": b8 + 1},
+                        "centre_share": 0.25, "border_share": 0.4, "tracking": {"below_0.8": b8, "below_0.9": b8 + 1},
                         "offset": {"mean_distance": 0.1, "filters": b8}}
     entry = {"accuracy": acc, "layers": layers}
     if task == "bird":
@@ -80,6 +80,7 @@ def test_table_pairs_each_recipe_with_the_baseline_of_its_seed(tmp_path):
     text = bs.markdown_table(tmp_path, 64, [0, 1], ["baseline", "authors-x10", "exact-1e-2"])
     assert "| authors-x10 | 2 | 0.825 ±0.025 | -0.025 ±0.025 | 0.900 / 0.800 |" in text
     assert "| 4.0 / 25.0 |" in text  # filters below 0.8x control, mean over the seeds
+    assert text.splitlines()[2].endswith("| 0.25 / 0.25 | 0.40 / 0.40 |")  # centre, border shares
     assert "| exact-1e-2 | 0 (+1 unfinished) | - |" in text
     assert bs.seed_values(tmp_path, 64, 2, "authors-x10") is None
 

@@ -9,9 +9,9 @@ import pytest
 from tinyinterp.data.cub import PART_NAMES, CubDataset
 from tinyinterp.layers import Conv2d, MaxPool2d, ReLU
 from tinyinterp.metrics import (
-    LANDMARK_GROUPS, centre_share, collect_maps, cub_landmark_groups, evaluate_model,
+    LANDMARK_GROUPS, border_share, centre_share, collect_maps, cub_landmark_groups, evaluate_model,
     evaluate_runs, format_table, location_instability, reference_values, shuffled_control,
-    tracking_counts, uniform_centre_share, unit_centres)
+    tracking_counts, uniform_border_share, uniform_centre_share, unit_centres)
 from tinyinterp.model import Sequential
 from tinyinterp.vgg import receptive_field, small_vgg
 
@@ -146,6 +146,23 @@ def test_centre_share():
     rng = np.random.default_rng(4)
     uniform = rng.integers(0, n, (4000, 4, 2))
     assert centre_share(uniform, n, np.ones((4000, 4), bool)) == pytest.approx(0.25, abs=0.02)
+
+
+def test_border_share():
+    n = 8
+    grid = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 1, 2)
+    every_cell = np.ones((n * n, 1), bool)
+    assert border_share(grid, n, every_cell) == 28 / 64 == uniform_border_share(n)
+    assert uniform_border_share(14) == pytest.approx(1 - 144 / 196)
+    # the top edge above the head: row 0, any column
+    top_row = np.stack([np.zeros(10, int), np.arange(10) % n], -1).reshape(10, 1, 2)
+    assert border_share(top_row, n, np.ones((10, 1), bool)) == 1.0
+    assert border_share(np.full((10, 3, 2), 4), n, np.ones((10, 3), bool)) == 0.0
+    # inactive (image, filter) pairs are not counted
+    units = np.concatenate([top_row, np.full((10, 1, 2), 3)])
+    active = np.concatenate([np.zeros((10, 1), bool), np.ones((10, 1), bool)])
+    assert border_share(units, n, active) == 0.0
+    assert math.isnan(border_share(units, n, np.zeros((20, 1), bool)))
 
 
 def test_reference_values():
@@ -302,8 +319,9 @@ def test_evaluate_model_returns_finite_numbers():
     assert set(res) >= {"accuracy", "images", "top_k", "layers", "reference", "visible_images"}
     assert set(res["layers"]) == {"top", "new"}
     assert 0 <= res["accuracy"] <= 1 and res["images"] == 24
+    assert res["correct"] == round(res["accuracy"] * 24)
     for layer in res["layers"].values():
-        for key in ("instability", "control", "ratio", "centre_share"):
+        for key in ("instability", "control", "ratio", "centre_share", "border_share"):
             assert math.isfinite(layer[key]), key
         assert set(layer["tracking"]) == {"below_0.8", "below_0.9", "compared", "min_ratio"}
         assert layer["filters"] == 8 and len(layer["per_filter"]) == 8

@@ -263,6 +263,23 @@ def uniform_centre_share(n):
     return float(_central(n).mean() ** 2)
 
 
+def border_share(units, n, active):
+    """Share of (image, filter) argmaxes on the outer ring of the n x n map (first or last
+    row or column), over the active pairs. A filter that fires on the zero padding, e.g.
+    the crop's top edge above the head, puts its argmaxes there; it can follow a part's
+    column and so look stable without sitting on the part. NaN if nothing is active."""
+    units = np.asarray(units)
+    active = np.asarray(active, bool)
+    edge = (units == 0) | (units == n - 1)
+    on_ring = edge[..., 0] | edge[..., 1]
+    return float(on_ring[active].mean()) if active.any() else float("nan")
+
+
+def uniform_border_share(n):
+    """The border share a uniform argmax over the n x n grid would have."""
+    return float(1 - max(n - 2, 0) ** 2 / n ** 2)
+
+
 def reference_values(landmarks3, visible3, n, start, jump, diagonal, top_k=100, seed=0,
                      random_filters=100):
     """Instability of filters that need no network, on the same images and landmarks and
@@ -317,7 +334,8 @@ def reference_values(landmarks3, visible3, n, start, jump, diagonal, top_k=100, 
             "landmark_oracle": oracle,
             "landmark_oracle_own": oracle_own,
             "landmark_oracle_distance": oracle_distance,
-            "uniform_centre_share": uniform_centre_share(n)}
+            "uniform_centre_share": uniform_centre_share(n),
+            "uniform_border_share": uniform_border_share(n)}
 
 
 def tracking_counts(per_filter, per_filter_control, thresholds=THRESHOLDS):
@@ -420,6 +438,7 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
             "receptive_field": {"start": start, "jump": jump, "size": size},
             "instability": inst["value"], "control": ctrl["value"], "ratio": ratio,
             "centre_share": centre_share(m["units"], m["n"], m["max"] > 0),
+            "border_share": border_share(m["units"], m["n"], m["max"] > 0),
             "tracking": tracking_counts(inst["per_filter"], ctrl["per_filter"]),
             "offset": part_offsets(inst, ctrl),
             "dead_filters": inst["dead_filters"], "dropped_filters": inst["dropped_filters"],
@@ -441,7 +460,7 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
     n_img = len(ds)
     return _jsonable({
         "accuracy": float((maps["pred"] == maps["labels"]).mean()) if n_img else float("nan"),
-        "images": n_img, "top_k": int(top_k), "seed": int(seed), "diagonal": diagonal,
+        "correct": int((maps["pred"] == maps["labels"]).sum()), "images": n_img, "top_k": int(top_k), "seed": int(seed), "diagonal": diagonal,
         "landmarks": list(LANDMARK_GROUPS),
         "visible_images": dict(zip(LANDMARK_GROUPS, visible3.sum(axis=0).tolist())),
         "layers": layers, "reference": reference,
@@ -457,14 +476,14 @@ def _f(v, spec=".3f"):
 def format_table(results_by_net):
     """Plain-text table: one row per (net, layer), then the reference values (printed once
     per distinct set; nets evaluated on the same images share them)."""
-    head = ("net", "layer", "acc", "instab.", "control", "ratio", "centre", "<0.8x ctl",
+    head = ("net", "layer", "acc", "instab.", "control", "ratio", "centre", "border", "<0.8x ctl",
             "<0.9x ctl", "dist", "dropped")
     rows = []
     for net, res in results_by_net.items():
         for layer, r in res["layers"].items():
             t = r["tracking"]
             rows.append((net, layer, _f(res["accuracy"]), _f(r["instability"]), _f(r["control"]),
-                         _f(r["ratio"]), _f(r["centre_share"], ".2f"),
+                         _f(r["ratio"]), _f(r["centre_share"], ".2f"), _f(r.get("border_share"), ".2f"),
                          f"{t['below_0.8']}/{t['compared']}", f"{t['below_0.9']}/{t['compared']}",
                          _f((r.get("offset") or {}).get("mean_distance")),
                          str(r["dropped_filters"])))
@@ -479,8 +498,9 @@ def format_table(results_by_net):
             "control: the same with each",
             "  filter's positions shuffled among its own top-K images. ratio = instab. / "
             "control. centre: share of",
-            "  argmaxes in the central quarter of the map. <0.8x / <0.9x ctl: filters below "
-            "that fraction of their",
+            "  argmaxes in the central quarter of the map; border: on its outer ring (the zero "
+            "padding's reach).",
+            "  <0.8x / <0.9x ctl: filters below that fraction of their",
             "  own control, of those compared; only < 0.8x counts as tracking a part. dist: "
             "mean distance / diagonal",
             "  from a tracking filter's inferred position to the landmark it follows best "
@@ -518,7 +538,8 @@ def format_table(results_by_net):
                 (f"landmark oracle ({names}), mean distance to its landmark",
                  " / ".join(_f(v) for v in (ref.get("landmark_oracle_distance") or {}).values())
                  or "-"),
-                ("centre share of a uniform argmax", _f(ref["uniform_centre_share"], ".2f"))]
+                ("centre share of a uniform argmax", _f(ref["uniform_centre_share"], ".2f")),
+                ("border share of a uniform argmax", _f(ref.get("uniform_border_share"), ".2f"))]
         width = max(len(r[0]) for r in rows)
         out += ["", f"reference values{whose}: no network; {res['images']} {res.get('split', '')}"
                 f"{' ' if res.get('split') else ''}images, top-K "
@@ -576,7 +597,7 @@ def _evaluate_bird_task(model, ds, mean, std, device, top_k, seed):
     res = evaluate_model(model, birds, mean, std, device=device, top_k=top_k, seed=seed)
     # evaluate_model's accuracy on the birds alone is their recall; only the non-birds
     # still need a forward pass
-    right_birds = round(res["accuracy"] * len(birds)) if len(birds) else 0
+    right_birds = res["correct"]
     right_others = int((collect_predictions(model, others, mean, std, device) == 0).sum())
     res["accuracy"] = (right_birds + right_others) / len(ds) if len(ds) else None
     recall = {"not a bird": right_others / len(others) if len(others) else None,
