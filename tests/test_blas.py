@@ -91,3 +91,22 @@ def test_no_library_module_names_a_blas_pin_in_its_code():
         used = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                 and id(n) not in docs and ("OPENBLAS_CORETYPE" in n.value or "OPENBLAS_L2_SIZE" in n.value)]
         assert not used, f"{path.name}: {used}"
+
+
+def test_blas_threads_sets_the_count_within_the_block_and_restores_it():
+    import numpy as np  # noqa: F401  (its OpenBLAS must be loaded to be found)
+
+    if not blas.can_set_threads():
+        pytest.skip("NumPy's BLAS here is not a pthreads OpenBLAS")
+    get = blas._thread_setters()[0][0]
+    before = get()
+    with blas.blas_threads(2):
+        assert get() == 2
+        with blas.blas_threads(1):
+            assert get() == 1
+        assert get() == 2  # the count it had, not a default
+    assert get() == before
+    with pytest.raises(RuntimeError):  # restored on the way out of an error too
+        with blas.blas_threads(1):
+            raise RuntimeError
+    assert get() == before

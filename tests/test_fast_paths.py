@@ -60,7 +60,7 @@ def channel_major(a):
 def chunking(request, monkeypatch):
     """Default chunks, or chunks of 1 or 7 im2col columns: boundaries everywhere."""
     if request.param is not None:
-        monkeypatch.setattr(conv_engine, "chunk_columns", lambda rows, itemsize, xp, mib=None: request.param)
+        monkeypatch.setattr(conv_engine, "chunk_columns", lambda rows, itemsize, xp, length, **kw: request.param)
     return request.param
 
 

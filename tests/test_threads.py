@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import XP_SETTINGS, seeds
 
-from tinyinterp import backend
-from tinyinterp.im2col import PaddedGrid
+from tinyinterp import backend, blas, conv_engine
+from tinyinterp.im2col import PaddedGrid, chunk_columns
 from tinyinterp.layers import (
     conv2d_backward,
     conv2d_forward,
@@ -156,8 +156,13 @@ def test_a_forked_child_gets_its_own_threads(threads):
 
 @XP_SETTINGS
 @given(N=st.integers(1, 3), C=st.integers(1, 5), OC=st.sampled_from([1, 2, 4, 13]),
-       H=st.integers(1, 9), W=st.integers(1, 9), relu=st.booleans(), seed=seeds)
-def test_threaded_conv_is_identical(threads, N, C, OC, H, W, relu, seed):
+       H=st.integers(1, 9), W=st.integers(1, 9), relu=st.booleans(), seed=seeds,
+       chunk=st.sampled_from([None, 1, 5, 16]))
+def test_threaded_conv_is_identical(threads, monkeypatch, N, C, OC, H, W, relu, seed, chunk):
+    # chunk: positions per im2col chunk, small so that these small maps have several
+    # chunks to split over the threads (None: the engine's own size, one chunk here)
+    if chunk is not None:
+        monkeypatch.setattr(conv_engine, "chunk_columns", lambda *a, **k: chunk)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((OC, C, 3, 3)).astype(np.float32)
@@ -170,8 +175,47 @@ def test_threaded_conv_is_identical(threads, N, C, OC, H, W, relu, seed):
         dx, dw, db = conv2d_backward(dout, cache)
         _, dw0, db0 = conv2d_backward(dout, cache, input_grad=False)
         results.append([y, dx, dw, db, dw0, db0])
+    monkeypatch.undo()
     for a, b_ in zip(*results):
         np.testing.assert_array_equal(a, b_)
+
+
+@pytest.mark.parametrize("rows", [28, 97, 385, 1153])
+@pytest.mark.parametrize("length", [1, 300, 1023, 1024, 2560, 9216, 135168, 204288])
+def test_chunks_are_even_and_cache_sized_whatever_the_threads(rows, length):
+    chunk = chunk_columns(rows, 4, np, length)
+    chunks = -(-length // chunk)
+    assert chunk >= 1 and (chunks - 1) * chunk < length  # no empty chunk
+    target = max(256, 2 * 2**20 // (rows * 4))
+    if length >= 4 * 256:  # even shares for 2 or 4 threads, none wider than the cache asks
+        assert chunks % 4 == 0 and chunk <= target
+        assert length - (chunks - 1) * chunk > chunk - chunks  # the last one about as wide
+    else:
+        assert chunks == -(-length // target)
+
+
+def test_threaded_conv_leaves_the_blas_thread_count_as_it_was(threads):
+    if not blas.can_set_threads():
+        pytest.skip("NumPy's BLAS here is not a pthreads OpenBLAS: the chunks are not split")
+    get = blas._thread_setters()[0][0]
+    threads(2)
+    before, seen = get(), []
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 16, 64, 64)).astype(np.float32)  # several chunks
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    real = conv_engine._matmul_into
+
+    def spy(a, b, out):
+        seen.append(get())
+        real(a, b, out)
+
+    conv_engine._matmul_into = spy
+    try:
+        conv2d_forward(x, w, np.zeros(16, np.float32), 1, 1)
+    finally:
+        conv_engine._matmul_into = real
+    assert len(seen) > 2 and set(seen) == {1}  # each thread's products on one BLAS thread
+    assert get() == before
 
 
 @XP_SETTINGS

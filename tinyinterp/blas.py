@@ -19,7 +19,9 @@ no NumPy and nothing else of tinyinterp, so ``benchmarks/hostinfo.py`` loads it 
 It never reads or sets OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE.
 """
 import ctypes
+import functools
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 SPIN_TIMEOUT = 20  # OPENBLAS_THREAD_TIMEOUT: idle threads spin 2**20 cycles, not 2**28
@@ -108,3 +110,41 @@ def shorten_thread_spin(timeout=SPIN_TIMEOUT):
         shutdown()  # its threads end; the next product starts them with the new timeout
         done[path] = "restarted"
     return done
+
+
+@functools.lru_cache(maxsize=1)
+def _thread_setters():
+    """((get_num_threads, set_num_threads), ...) of every loaded pthreads OpenBLAS. Looked
+    up once per process, at the first conv: NumPy (and its OpenBLAS) is loaded by then."""
+    setters = []
+    for path, _controls in _pthreads_openblas():
+        lib = ctypes.CDLL(path)
+        get = openblas_function(lib, "get_num_threads")
+        put = openblas_function(lib, "set_num_threads", restype=None)
+        if get is not None and put is not None:
+            put.argtypes = [ctypes.c_int]
+            setters.append((get, put))
+    return tuple(setters)
+
+
+def can_set_threads():
+    """Whether :func:`blas_threads` can change the BLAS's thread count here (a pthreads
+    OpenBLAS, as NumPy's wheels ship; not MKL, Accelerate or an OpenMP build)."""
+    return bool(_thread_setters())
+
+
+@contextmanager
+def blas_threads(n):
+    """Within the block, every loaded pthreads OpenBLAS multiplies on ``n`` threads; the
+    count it had comes back after. The conv engine uses ``blas_threads(1)`` while its own
+    threads each run a share of the chunks (conv_engine.py). Does nothing where
+    :func:`can_set_threads` is False."""
+    setters = _thread_setters()
+    before = [get() for get, _ in setters]
+    for _, put in setters:
+        put(n)
+    try:
+        yield
+    finally:
+        for (_, put), count in zip(setters, before):
+            put(count)

@@ -23,13 +23,18 @@ be fused in: each chunk of the output is rectified while it is in the cache.
 
 The backward needs no col2im: dx is the same kind of conv, of dout with the transposed,
 flipped weights, and the weight gradient comes from the im2col chunks of that same conv
-(``same_conv_backward``). The copies onto the grid and the bias sums split their
-channels over threads (``backend.in_parallel``); the numbers do not depend on how many.
+(``same_conv_backward``).
+
+Threads (``backend.in_parallel``): the copies onto the grid and the bias sums split
+their channels, and the chunk loop its chunks, each thread multiplying on one BLAS
+thread (``_over_chunks``); the weight gradient adds up the chunks' products in chunk
+order. The numbers do not depend on how many threads there are.
 
 Outputs keep the channel axis first in memory: y is a (N, OC, H, W) view of an
 (OC, N, H, W) array, as the next conv reads its input channel by channel.
 """
 from .backend import get_array_module, in_parallel
+from .blas import blas_threads, can_set_threads
 from .im2col import PaddedGrid, chunk_columns, grid_columns
 
 
@@ -73,8 +78,10 @@ def _grid_conv(grid, g, weight, bias, out, each_chunk=None, relu_mask=None):
       out[:, t] = sum_i P[i*OC:(i+1)*OC, t + i*row]. That copies KH times fewer input
       rows into the matrix for (KH-1)*OC rows of additions; with C = OC = 32 and a 3x3
       kernel, 96 copied rows and 64 added instead of 288 copied.
-    ``each_chunk(s, e, col, blocks)`` (the backward's weight gradient) sees each chunk;
-    ``blocks`` is KH when the kernel rows were summed, else 1.
+    ``each_chunk(k, s, e, col, blocks)`` (the backward's weight gradient) sees chunk k,
+    positions [s, e); ``blocks`` is KH when the kernel rows were summed, else 1. The
+    chunks may be split over threads (:func:`_over_chunks`), so it must only write what
+    belongs to chunk k.
 
     The ReLU fused in: with ``relu_mask``, a bool array shaped like ``out``, each chunk
     of out is rectified in place, out = max(out, 0), and relu_mask = out > 0 recorded,
@@ -92,28 +99,57 @@ def _grid_conv(grid, g, weight, bias, out, each_chunk=None, relu_mask=None):
         column = xp.zeros((blocks * OC, 1), dtype=wmat.dtype)
         column[:OC, 0] = bias
         wmat = xp.concatenate([wmat, column], axis=1)
-    chunk = chunk_columns(wmat.shape[1], grid.itemsize, xp)
-    if summed:
-        prod = xp.empty((KH * OC, min(chunk, g.length) + 2 * halo), dtype=grid.dtype)
-    for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo, bias is not None,
-                                  _wrap(g, summed, KH, KW)):
-        done = out[:, s:e]
+    chunk = chunk_columns(wmat.shape[1], grid.itemsize, xp, g.length)
+
+    def run(lo, hi):  # the chunks of positions [lo, hi), with buffers of their own
         if summed:
-            n, p = e - s, prod[:, :col.shape[1]]
-            _matmul_into(wmat, col, p)
-            xp.add(p[:OC, :n], p[OC:2 * OC, R:R + n], out=done)
-            for i in range(2, KH):
-                done += p[i * OC:(i + 1) * OC, i * R:i * R + n]
-        else:
-            _matmul_into(wmat, col, done)
-        if relu_mask is not None:
-            # ReLU as out * (out > 0) (negatives become -0.0, equal to 0): measured on a
-            # 2-core EPYC, NumPy's maximum(out, 0) runs at 1.0-1.4 G elements/s even in the
-            # cache, these two passes together about 2x faster
-            xp.greater(done, 0, out=relu_mask[:, s:e])
-            xp.multiply(done, relu_mask[:, s:e], out=done)
-        if each_chunk is not None:
-            each_chunk(s, e, col, blocks)
+            prod = xp.empty((KH * OC, min(chunk, hi - lo) + 2 * halo), dtype=grid.dtype)
+        for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo,
+                                      bias is not None, _wrap(g, summed, KH, KW), span=(lo, hi)):
+            done = out[:, s:e]
+            if summed:
+                n, p = e - s, prod[:, :col.shape[1]]
+                _matmul_into(wmat, col, p)
+                xp.add(p[:OC, :n], p[OC:2 * OC, R:R + n], out=done)
+                for i in range(2, KH):
+                    done += p[i * OC:(i + 1) * OC, i * R:i * R + n]
+            else:
+                _matmul_into(wmat, col, done)
+            if relu_mask is not None:
+                # ReLU as out * (out > 0) (negatives become -0.0, equal to 0): measured on a
+                # 2-core EPYC, NumPy's maximum(out, 0) runs at 1.0-1.4 G elements/s even in
+                # the cache, these two passes together about 2x faster
+                xp.greater(done, 0, out=relu_mask[:, s:e])
+                xp.multiply(done, relu_mask[:, s:e], out=done)
+            if each_chunk is not None:
+                each_chunk(s // chunk, s, e, col, blocks)
+
+    _over_chunks(run, g.length, chunk, xp, out.size)
+
+
+def _over_chunks(run, length, chunk, xp, size):
+    """``run(lo, hi)`` over the grid positions [0, length), whole chunks at a time.
+
+    On the CPU, with NumPy's OpenBLAS (``blas.can_set_threads``), the chunks are split
+    over tinyinterp's threads (``backend.in_parallel``), each thread a contiguous share,
+    and every product runs on one BLAS thread (``blas.blas_threads(1)``). So the copies,
+    block sums and ReLU of the chunk loop use every core, not only the products: on the
+    2-core Intel host a training step at batch 32, 64 px took 249 ms instead of 299-320
+    (benchmarks/README.md). Each chunk is computed by the same operations, on one BLAS
+    thread, however many threads there are, so the numbers never depend on the thread
+    counts (OpenBLAS on several threads may sum a product's terms in another order).
+    Elsewhere (a GPU; MKL or another BLAS whose threads we leave alone): one plain loop.
+    """
+    chunks = -(-length // chunk)
+
+    def share(a, b):  # chunks a..b-1
+        run(a * chunk, min(b * chunk, length))
+
+    if xp.__name__ != "numpy" or not can_set_threads():
+        share(0, chunks)
+        return
+    with blas_threads(1):  # our threads now, one BLAS thread each
+        in_parallel(share, chunks, xp, size)
 
 
 def same_conv_forward(x, weight, bias, pad, relu=False):
@@ -171,14 +207,14 @@ def same_conv_backward(dout, g, grid, weight, relu_mask, input_grad=True):
         return None, _same_conv_weight_grad(dy, g, grid, KH, KW), dbias
     flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, OC, KH, KW)
     dx = xp.empty((C, g.length), dtype=dtype)
-    dw = xp.zeros((KH * KW * OC, C), dtype=dtype)  # rows (i', j', o), flipped
+    partial = {}  # chunk k: its products, one per block of rows (i', j', o), flipped
 
-    def weight_grad(s, e, col, blocks):
-        n, x_t, rows = e - s, grid[:, g.start + s:g.start + e].T, col.shape[0]
-        for b in range(blocks):
-            dw[b * rows:(b + 1) * rows] += col[:, b * R:b * R + n] @ x_t
+    def weight_grad(k, s, e, col, blocks):
+        x_t = grid[:, g.start + s:g.start + e].T
+        partial[k] = [col[:, b * R:b * R + e - s] @ x_t for b in range(blocks)]
 
     _grid_conv(dy, g, flipped, None, dx, each_chunk=weight_grad)
+    dw = _sum_in_order(partial, (KH * KW * OC, C), 0, dtype, xp)
     dweight = dw.reshape(KH, KW, OC, C)[::-1, ::-1].transpose(2, 3, 0, 1)  # (OC, C, KH, KW)
     return g.interior(dx).transpose(1, 0, 2, 3), xp.ascontiguousarray(dweight), dbias
 
@@ -201,11 +237,28 @@ def _same_conv_weight_grad(dy, g, grid, KH, KW):
     OC, C, R = dy.shape[0], grid.shape[0], g.row
     summed, offsets, blocks, halo = _grid_layout(g, C, OC, KH, KW)
     rows = len(offsets) * C
-    dw = xp.zeros((OC, blocks * rows), dtype=dy.dtype)  # columns (i, j, c) in both layouts
-    chunk = chunk_columns(rows, grid.itemsize, xp)
-    for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo, False,
-                                  _wrap(g, summed, KH, KW)):
-        n, dy_s = e - s, dy[:, g.start + s:g.start + e]
-        for b in range(blocks):  # kernel row b when its rows were summed
-            dw[:, b * rows:(b + 1) * rows] += dy_s @ col[:, b * R:b * R + n].T
+    chunk = chunk_columns(rows, grid.itemsize, xp, g.length)
+    partial = {}  # chunk k: its products, one per block (kernel row b when rows were summed)
+
+    def run(lo, hi):
+        for s, e, col in grid_columns(grid, offsets, g.start, g.length, chunk, halo, False,
+                                      _wrap(g, summed, KH, KW), span=(lo, hi)):
+            dy_s = dy[:, g.start + s:g.start + e]
+            partial[s // chunk] = [dy_s @ col[:, b * R:b * R + e - s].T for b in range(blocks)]
+
+    _over_chunks(run, g.length, chunk, xp, dy.size)
+    dw = _sum_in_order(partial, (OC, blocks * rows), 1, dy.dtype, xp)  # columns (i, j, c)
     return xp.ascontiguousarray(dw.reshape(OC, KH, KW, C).transpose(0, 3, 1, 2))
+
+
+def _sum_in_order(partial, shape, axis, dtype, xp):
+    """The weight gradient from the chunks' products: block b of each chunk goes to the
+    b-th slice of ``shape`` along ``axis``, chunk after chunk in order, so the sums come
+    out the same however the chunks were split over threads."""
+    total = xp.zeros(shape, dtype=dtype)
+    for k in sorted(partial):
+        for b, product in enumerate(partial[k]):
+            width = product.shape[axis]
+            index = (slice(None),) * axis + (slice(b * width, (b + 1) * width),)
+            total[index] += product
+    return total

@@ -51,7 +51,10 @@ def logsumexp(a, axis, keepdims=False):
 def scores(x, T):
     """s_bk = tr(x_b . T_k) = sum_ij x_bij t_kij (Eq. 2). x (B, F, n, n), T (K, n, n) -> (B, F, K)."""
     B, F, n, _ = x.shape
-    return x.reshape(B, F, n * n) @ T.reshape(T.shape[0], n * n).T
+    K = T.shape[0]
+    # one 2-D product over all B*F maps: NumPy runs (B, F, n*n) @ (n*n, K) as B products
+    # of F rows each, 5-10x slower for a batch of 32 on the Intel host
+    return (x.reshape(B * F, n * n) @ T.reshape(K, n * n).T).reshape(B, F, K)
 
 
 def log_marginal(log_q, log_p):
@@ -272,7 +275,7 @@ class MutualInformationLoss(_Buffered):
         K = T.shape[0]
         if self.gradient == "exact":
             dmi_ds = mi_score_gradient(cc["log_q"], cc["log_r"], cc["log_p"])
-            dx = -(dmi_ds @ T.reshape(K, n * n)).reshape(B, F, n, n)
+            dx = -(dmi_ds.reshape(B * F, K) @ T.reshape(K, n * n)).reshape(B, F, n, n)  # as in scores
         else:
             dx = self._paper_backward(cc, xp, B, F, n)
         if not self.scale_normalise:

@@ -160,22 +160,30 @@ class PaddedGrid:
         return values.reshape(C, self.N, self.H + self.PH, self.W)[:, :, :self.H]
 
 
-def chunk_columns(rows, itemsize, xp, mib=2):
-    """How many im2col columns of ``rows`` rows to build at a time.
+def chunk_columns(rows, itemsize, xp, length, mib=2, min_chunks=4, min_width=256):
+    """How many grid positions (im2col columns of ``rows`` rows) to build at a time, of
+    ``length`` in all.
 
     On the CPU: about ``mib`` MiB, so the chunk is still in the cache when the matrix
-    product reads it, but at least 2048 columns, so each product is still wide enough to
-    keep every core busy. Measured on a 2-core AMD EPYC (benchmarks/README.md): 0.5 MiB
-    and the whole matrix at once are clearly slower, 1 to 4 MiB are within the noise of
-    each other. On a GPU there is no such cache to fit: one chunk of up to 256 MiB, i.e.
-    usually the whole matrix.
+    product reads it, and, where there are enough columns (``min_width`` each), a multiple
+    of ``min_chunks`` chunks of equal width, so that 2 or 4 threads get even shares
+    (``conv_engine._over_chunks``). Each chunk's product runs on one BLAS thread, whose
+    speed per column was flat from 256 to 5461 columns on the 2-core Intel host
+    (benchmarks/README.md). The width depends on the shapes only, never on the number of
+    threads, and so do the numbers. On a GPU there is no such cache to fit: one chunk of
+    up to 256 MiB, i.e. usually the whole matrix.
     """
     if xp.__name__ != "numpy":
         return max(1, 256 * 2**20 // (rows * itemsize))
-    return max(2048, int(mib * 2**20) // (rows * itemsize))
+    target = max(min_width, int(mib * 2**20) // (rows * itemsize))
+    chunks = -(-length // target)
+    if length >= min_chunks * min_width:
+        chunks = -(-chunks // min_chunks) * min_chunks
+    return max(1, -(-length // chunks))
 
 
-def grid_columns(grid, offsets, start, length, chunk, halo=0, ones_row=False, wrap=None):
+def grid_columns(grid, offsets, start, length, chunk, halo=0, ones_row=False, wrap=None,
+                 span=None):
     """Yield (s, e, col): col[k*C + c, q] = grid[c, start + offsets[k] + s - halo + q].
 
     The im2col matrix of the grid positions start + [s - halo, e + halo), i.e.
@@ -188,15 +196,18 @@ def grid_columns(grid, offsets, start, length, chunk, halo=0, ones_row=False, wr
     offset k whose column shift dj = shifts[k] is not 0, the entries whose pixel would lie
     beyond the side of the image (column w + dj outside [0, W), where w = position mod W)
     are set to 0; in the flat row they hold a pixel of the next or previous image row.
+    ``span`` = (lo, hi): only the positions [lo, hi) of [0, length), from chunk boundary
+    lo (a thread's share of the chunks, with a buffer of its own).
     """
     xp = get_array_module(grid)
     C = grid.shape[0]
     rows = len(offsets) * C
-    buf = xp.empty((rows + ones_row, min(chunk, length) + 2 * halo), dtype=grid.dtype)
+    lo, hi = span or (0, length)
+    buf = xp.empty((rows + ones_row, min(chunk, hi - lo) + 2 * halo), dtype=grid.dtype)
     if ones_row:
         buf[rows] = 1
-    for s in range(0, length, chunk):
-        e = min(s + chunk, length)
+    for s in range(lo, hi, chunk):
+        e = min(s + chunk, hi)
         n = e - s + 2 * halo
         col = buf[:, :n]
         for k, off in enumerate(offsets):
