@@ -94,19 +94,46 @@ def test_no_library_module_names_a_blas_pin_in_its_code():
 
 
 def test_blas_threads_sets_the_count_within_the_block_and_restores_it():
+    import threading
+
     import numpy as np  # noqa: F401  (its OpenBLAS must be loaded to be found)
 
     if not blas.can_set_threads():
         pytest.skip("NumPy's BLAS here is not a pthreads OpenBLAS")
-    get = blas._thread_setters()[0][0]
+    get, put = blas._thread_setters()[0]
     before = get()
-    with blas.blas_threads(2):
-        assert get() == 2
+    put(2)  # a count other than the block's, so that restoring it shows
+    try:
         with blas.blas_threads(1):
             assert get() == 1
-        assert get() == 2  # the count it had, not a default
-    assert get() == before
-    with pytest.raises(RuntimeError):  # restored on the way out of an error too
-        with blas.blas_threads(1):
-            raise RuntimeError
-    assert get() == before
+        assert get() == 2
+        with pytest.raises(RuntimeError):  # restored on the way out of an error too
+            with blas.blas_threads(1):
+                raise RuntimeError
+        assert get() == 2
+        # two threads' blocks overlapping: A in, B in, A out, B out. The count comes back
+        # when the last one ends (B must not restore the 1 that A had set)
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+        seen = {}
+
+        def block_a():
+            with blas.blas_threads(1):
+                a_in.set()
+                b_in.wait(5)
+            seen["after_a"] = get()
+            a_out.set()
+
+        def block_b():
+            a_in.wait(5)
+            with blas.blas_threads(1):
+                b_in.set()
+                a_out.wait(5)
+
+        threads = [threading.Thread(target=block_a), threading.Thread(target=block_b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert seen["after_a"] == 1 and get() == 2
+    finally:
+        put(before)

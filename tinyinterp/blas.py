@@ -21,6 +21,7 @@ It never reads or sets OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE.
 import ctypes
 import functools
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -133,18 +134,28 @@ def can_set_threads():
     return bool(_thread_setters())
 
 
+_held = {"depth": 0, "before": None, "lock": threading.Lock()}
+
+
 @contextmanager
 def blas_threads(n):
     """Within the block, every loaded pthreads OpenBLAS multiplies on ``n`` threads; the
-    count it had comes back after. The conv engine uses ``blas_threads(1)`` while its own
-    threads each run a share of the chunks (conv_engine.py). Does nothing where
-    :func:`can_set_threads` is False."""
+    count it had comes back when the last such block ends (blocks may overlap, in one
+    thread or several: the first one in saves the count, the last one out restores it).
+    The conv engine uses ``blas_threads(1)`` while its own threads each run a share of
+    the chunks (conv_engine.py). Does nothing where :func:`can_set_threads` is False."""
     setters = _thread_setters()
-    before = [get() for get, _ in setters]
-    for _, put in setters:
-        put(n)
+    with _held["lock"]:
+        if _held["depth"] == 0:
+            _held["before"] = [get() for get, _ in setters]
+        _held["depth"] += 1
+        for _, put in setters:
+            put(n)
     try:
         yield
     finally:
-        for (_, put), count in zip(setters, before):
-            put(count)
+        with _held["lock"]:
+            _held["depth"] -= 1
+            if _held["depth"] == 0:
+                for (_, put), count in zip(setters, _held["before"]):
+                    put(count)
