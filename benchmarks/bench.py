@@ -581,7 +581,7 @@ def print_table(results, peak, share, meta, out=print):
             out(f"{r['name']}: ratio in each round " + " ".join(fmt(v, ".2f", 0) for v in r["round_ratios"]))
     tiny = meta.get("libraries", {}).get("tinyinterp", {})
     if "tinyinterp_threads" in tiny:
-        out(f"tinyinterp: {tiny['tinyinterp_threads']} threads for element-wise passes, "
+        out(f"tinyinterp: {tiny['tinyinterp_threads']} threads (element-wise passes, the convs' chunk loops), "
             f"OPENBLAS_THREAD_TIMEOUT={tiny.get('openblas_thread_timeout')} (as OpenBLAS read it: "
             f"{', '.join(map(str, tiny.get('openblas_thread_timeout_read') or [])) or 'no pthreads OpenBLAS'}), "
             f"imported {tiny.get('import_order', 'tinyinterp first')}")

@@ -77,7 +77,7 @@ def test_bench_tiny_cpu_writes_results(tmp_path):
     assert 0 < share["one_mask_share"] and 0 < share["masks_in_step_share"] < 1
     # the table is printed too
     assert "ratio" in proc.stdout and "filter loss + mask" in proc.stdout
-    assert "threads for element-wise passes, OPENBLAS_THREAD_TIMEOUT=" in proc.stdout
+    assert "threads (element-wise passes, the convs' chunk loops), OPENBLAS_THREAD_TIMEOUT=" in proc.stdout
     if with_torch:
         assert "step b2 16x16: ratio in each round" in proc.stdout
 
