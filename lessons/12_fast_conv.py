@@ -210,7 +210,7 @@ net.forward(x)
 print(net[1].mask, net.fuse)  # None True   (fuse=False runs the layers apart)
 
 # ---- 7. every core for the element-wise passes and the conv's chunks ----
-# The matrix products use every core (BLAS has its own threads); a NumPy element-wise
+# A matrix product can use every core (BLAS has its own threads); a NumPy element-wise
 # operation (a copy, a maximum, a comparison) uses one. NumPy lets go of Python's GIL
 # inside such a loop, so threads that each take some of the channels run at the same
 # time. The library does this for max-pool, the copies onto the padded grid and the bias

@@ -111,9 +111,11 @@ def run(args):
     if not Path(args.data).is_dir():
         print(f"skipping: {args.data} is not there (the study needs CUB-200-2011 in its folder layout)")
         return 0
-    # a run already trained and evaluated is not started again (not even its evaluation)
+    # a run already trained and evaluated is not started again (not even its evaluation),
+    # nor one that stopped on a NaN loss, nor the recipes of a pretrained net that did
     pending = [job for job in jobs_in_order(args.sizes, args.seeds, args.recipes)
-               if not (_evaluated(args.out, *job) or _diverged(args.out, *job))]
+               if not (_evaluated(args.out, *job) or _diverged(args.out, *job)
+                       or _diverged(args.out, job[0], job[1], "pretrain"))]
 
     def ready(job, done):
         size, seed, recipe = job
@@ -140,7 +142,8 @@ def _finished(out, size, seed, recipe="pretrain"):
 
 
 def _diverged(out, size, seed, recipe):
-    """Whether a job's training stopped on a NaN loss (it would again: runs are deterministic)."""
+    """Whether a job's training stopped on a NaN loss (it would again: a run is deterministic
+    on one engine, and ``train`` clears the mark when a run is tried again by hand)."""
     net = "ordinary" if recipe == "pretrain" else RECIPES[recipe][1]
     return (run_dir(out, size, seed, recipe) / net / "diverged.json").is_file()
 
@@ -154,9 +157,10 @@ def _evaluated(out, size, seed, recipe):
 # ------------------------------------------------------------------------------ the table
 
 def seed_values(out, size, seed, recipe):
-    """The evaluated net of one run: None if it never ran; {"unfinished": True} if it did
-    not finish (diverged, or still running); else its figures and the changes against
-    the fair baseline of the same (size, seed)."""
+    """The evaluated net of one run: None if it never ran; {"unfinished": True,
+    "diverged": True} if it stopped on a NaN loss; {"unfinished": True} if it did not
+    finish otherwise (still running, stopped, or collapsed before its evaluation); else
+    its figures and the changes against the fair baseline of the same (size, seed)."""
     task, net, _ = RECIPES[recipe]
     folder = run_dir(out, size, seed, recipe)
     if not (folder / net).is_dir():

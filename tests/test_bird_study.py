@@ -61,7 +61,8 @@ def fake_run(root, recipe, seed, acc, inst, below8=(1, 2), finished=True, epochs
     layers = {}
     for name, b8 in zip(("top", "new"), below8):
         layers[name] = {"instability": inst, "control": inst + 0.01, "ratio": inst / (inst + 0.01),
-                        "centre_share": 0.25, "border_share": 0.4, "tracking": {"below_0.8": b8, "below_0.9": b8 + 1},
+                        "centre_share": 0.25, "border_share": 0.4,
+                        "tracking": {"below_0.8": b8, "below_0.9": b8 + 1},
                         "offset": {"mean_distance": 0.1, "filters": b8}}
     entry = {"accuracy": acc, "layers": layers}
     if task == "bird":
@@ -127,6 +128,13 @@ def test_run_skips_jobs_already_trained_and_evaluated(tmp_path, monkeypatch):
     assert started == [(64, 0, "pretrain")]
     text = bs.markdown_table(tmp_path, 64, [0], ["baseline", "authors-x10"])
     assert "| authors-x10 | 0 (+1 NaN) | - |" in text
+    # a pretrained net that stopped on a NaN: nothing of its seed can run (the runner
+    # would otherwise wait forever for it)
+    (pre / "diverged.json").write_text("{}")
+    started.clear()
+    args.seeds, args.recipes = [0, 1], ["baseline"]
+    assert bs.run(args) == 0
+    assert started == [(64, 1, "pretrain"), (64, 1, "baseline")]
 
 
 def test_longer_fine_tuning_is_compared_with_the_baseline_of_as_many_epochs(tmp_path):

@@ -189,6 +189,7 @@ def test_evaluation_measures_filters_on_the_birds_only(tmp_path):
     # accuracy and recalls as one forward pass over the whole split gives them
     pred = ti.metrics.collect_predictions(load_run(tmp_path / "run" / "ordinary")[0], test, mean, std)
     assert res["accuracy"] == pytest.approx(float((pred == test.labels).mean()), abs=1e-12)
+    assert (res["correct"], res["accuracy_images"]) == (int((pred == test.labels).sum()), len(test))
     not_bird, bird = ti.metrics.class_recalls(pred, test.labels, 2)
     assert res["recall"] == pytest.approx({"bird": bird, "not a bird": not_bird}, abs=1e-12)
     assert "dist" in (tmp_path / "run" / "evaluation.txt").read_text()

@@ -137,3 +137,27 @@ def test_blas_threads_sets_the_count_within_the_block_and_restores_it():
         assert seen["after_a"] == 1 and get() == 2
     finally:
         put(before)
+
+
+def test_a_child_forked_inside_a_block_gets_the_count_back():
+    import numpy as np  # noqa: F401
+
+    if not blas.can_set_threads() or not hasattr(os, "fork"):
+        pytest.skip("needs a pthreads OpenBLAS and fork")
+    get, put = blas._thread_setters()[0]
+    before = get()
+    put(2)
+    try:
+        with blas.blas_threads(1):
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: the block it was forked in is not its own
+                os.write(write, bytes([get(), blas._held["depth"]]))
+                os._exit(0)
+            os.waitpid(pid, 0)
+            count, depth = os.read(read, 2)
+            assert get() == 1  # the parent is still inside its block
+        assert (count, depth) == (2, 0)
+        assert get() == 2
+    finally:
+        put(before)

@@ -161,35 +161,47 @@ def test_a_forked_child_gets_its_own_threads(threads):
 def test_threaded_conv_is_identical(threads, monkeypatch, N, C, OC, H, W, relu, seed, chunk):
     # chunk: positions per im2col chunk, small so that these small maps have several
     # chunks to split over the threads (None: the engine's own size, one chunk here)
-    if chunk is not None:
-        monkeypatch.setattr(conv_engine, "chunk_columns", lambda *a, **k: chunk)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((OC, C, 3, 3)).astype(np.float32)
     b = rng.standard_normal(OC).astype(np.float32)
     dout = rng.standard_normal((N, OC, H, W)).astype(np.float32)
-    results = []
-    for n in (1, 3):
-        threads(n)
-        y, cache = conv2d_forward(x, w, b, 1, 1, relu=relu)
-        dx, dw, db = conv2d_backward(dout, cache)
-        _, dw0, db0 = conv2d_backward(dout, cache, input_grad=False)
-        results.append([y, dx, dw, db, dw0, db0])
-    monkeypatch.undo()
+    results, spans = [], []
+    real_columns = conv_engine.grid_columns
+
+    def columns(*args, span=None, **kw):  # records the share of the chunks each call builds
+        spans.append(span)
+        return real_columns(*args, span=span, **kw)
+
+    with monkeypatch.context() as m:  # undone after the loop; the fixture's floor stays 0
+        m.setattr(conv_engine, "grid_columns", columns)
+        if chunk is not None:
+            m.setattr(conv_engine, "chunk_columns", lambda *a, **k: chunk)
+        for n in (1, 3):
+            threads(n)
+            y, cache = conv2d_forward(x, w, b, 1, 1, relu=relu)
+            dx, dw, db = conv2d_backward(dout, cache)
+            _, dw0, db0 = conv2d_backward(dout, cache, input_grad=False)
+            results.append([y, dx, dw, db, dw0, db0])
     for a, b_ in zip(*results):
         np.testing.assert_array_equal(a, b_)
+    if chunk == 1 and blas.can_set_threads():  # several chunks: 3 threads did split them
+        assert any(lo > 0 for lo, _ in spans)
 
 
 @pytest.mark.parametrize("rows", [28, 97, 385, 1153])
 @pytest.mark.parametrize("length", [1, 300, 1023, 1024, 2560, 9216, 135168, 204288])
 def test_chunks_are_even_and_cache_sized_whatever_the_threads(rows, length):
-    chunk = chunk_columns(rows, 4, np, length)
+    chunk = chunk_columns(rows, 4, np, length)  # no thread count in the arguments at all
     chunks = -(-length // chunk)
     assert chunk >= 1 and (chunks - 1) * chunk < length  # no empty chunk
     target = max(256, 2 * 2**20 // (rows * 4))
-    if length >= 4 * 256:  # even shares for 2 or 4 threads, none wider than the cache asks
-        assert chunks % 4 == 0 and chunk <= target
-        assert length - (chunks - 1) * chunk > chunk - chunks  # the last one about as wide
+    if length >= 4 * 256:  # enough chunks for 4 threads, none wider than the cache asks
+        assert chunks >= 4 and chunk <= target
+        for parts in (2, 4):  # in_parallel's shares of the chunks: none much above 1/parts
+            bounds = [k * chunks // parts for k in range(parts + 1)]
+            widest = max(min(hi * chunk, length) - lo * chunk for lo, hi in zip(bounds, bounds[1:]))
+            assert widest <= 1.1 * length / parts
     else:
         assert chunks == -(-length // target)
 
@@ -197,9 +209,10 @@ def test_chunks_are_even_and_cache_sized_whatever_the_threads(rows, length):
 def test_threaded_conv_leaves_the_blas_thread_count_as_it_was(threads):
     if not blas.can_set_threads():
         pytest.skip("NumPy's BLAS here is not a pthreads OpenBLAS: the chunks are not split")
-    get = blas._thread_setters()[0][0]
+    get, put = blas._thread_setters()[0]
     threads(2)
     before, seen = get(), []
+    put(2)  # not 1 already (the study's workers run with OPENBLAS_NUM_THREADS=1)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 16, 64, 64)).astype(np.float32)  # several chunks
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
@@ -214,8 +227,11 @@ def test_threaded_conv_leaves_the_blas_thread_count_as_it_was(threads):
         conv2d_forward(x, w, np.zeros(16, np.float32), 1, 1)
     finally:
         conv_engine._matmul_into = real
-    assert len(seen) > 2 and set(seen) == {1}  # each thread's products on one BLAS thread
-    assert get() == before
+    try:
+        assert len(seen) > 2 and set(seen) == {1}  # each thread's products on one BLAS thread
+        assert get() == 2
+    finally:
+        put(before)
 
 
 @XP_SETTINGS

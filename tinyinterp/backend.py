@@ -148,9 +148,11 @@ def _default_num_threads():
 
 
 def set_num_threads(n):
-    """Threads for tinyinterp's element-wise passes on the CPU (1 = none). The default is
-    the environment variable TINYINTERP_NUM_THREADS, else the number of usable cores.
-    (BLAS has its own setting, e.g. OPENBLAS_NUM_THREADS.)"""
+    """Threads for tinyinterp's element-wise passes and its convs' chunk loops on the CPU
+    (1 = none). The default is the environment variable TINYINTERP_NUM_THREADS, else the
+    number of usable cores. BLAS has its own setting (e.g. OPENBLAS_NUM_THREADS) for the
+    other products; inside a conv, NumPy's OpenBLAS runs on one thread per tinyinterp
+    thread (conv_engine._over_chunks)."""
     if int(n) < 1:
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
     with _threads["lock"]:

@@ -137,6 +137,19 @@ def can_set_threads():
 _held = {"depth": 0, "before": None, "lock": threading.Lock()}
 
 
+def _after_fork_in_child():
+    """A child forked while another thread was inside a block: that thread is gone, so
+    the count it would have restored comes back here, and the lock is new."""
+    if _held["depth"] and _held["before"] is not None:
+        for (_, put), count in zip(_thread_setters(), _held["before"]):
+            put(count)
+    _held.update(depth=0, before=None, lock=threading.Lock())
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @contextmanager
 def blas_threads(n):
     """Within the block, every loaded pthreads OpenBLAS multiplies on ``n`` threads; the
@@ -155,7 +168,8 @@ def blas_threads(n):
         yield
     finally:
         with _held["lock"]:
-            _held["depth"] -= 1
-            if _held["depth"] == 0:
-                for (_, put), count in zip(setters, _held["before"]):
-                    put(count)
+            if _held["depth"] > 0:  # 0 in a forked child that inherited this block (reset)
+                _held["depth"] -= 1
+                if _held["depth"] == 0:
+                    for (_, put), count in zip(setters, _held["before"]):
+                        put(count)

@@ -134,10 +134,13 @@ def _over_chunks(run, length, chunk, xp, size):
     over tinyinterp's threads (``backend.in_parallel``), each thread a contiguous share,
     and every product runs on one BLAS thread (``blas.blas_threads(1)``). So the copies,
     block sums and ReLU of the chunk loop use every core, not only the products: on the
-    2-core Intel host a training step at batch 32, 64 px takes 0.81x the time it took
-    with one loop (220 against 271 ms, benchmarks/README.md, item 12). Each chunk is computed by the same operations, on one BLAS
-    thread, however many threads there are, so the numbers never depend on the thread
-    counts (OpenBLAS on several threads may sum a product's terms in another order).
+    2-core Intel host the plain small VGG's training step at batch 32, 64 px takes 0.81x
+    the time it took with one loop (220 against 271 ms; benchmarks/README.md, session 8).
+    Each chunk is computed by the same operations, on one BLAS thread, however many
+    threads there are, so the numbers never depend on the thread counts (OpenBLAS on
+    several threads may sum a product's terms in another order). So a conv uses as many
+    cores as tinyinterp has threads (``set_num_threads``), whatever OPENBLAS_NUM_THREADS
+    says, and one for a conv too small to split (``backend.PARALLEL_MIN_SIZE``).
     Elsewhere (a GPU; MKL or another BLAS whose threads we leave alone): one plain loop.
     """
     chunks = -(-length // chunk)

@@ -165,11 +165,12 @@ def chunk_columns(rows, itemsize, xp, length, mib=2, min_chunks=4, min_width=256
     ``length`` in all.
 
     On the CPU: about ``mib`` MiB, so the chunk is still in the cache when the matrix
-    product reads it, and, where there are enough columns (``min_width`` each), a multiple
-    of ``min_chunks`` chunks of equal width, so that 2 or 4 threads get even shares
-    (``conv_engine._over_chunks``). Each chunk's product runs on one BLAS thread, whose
-    speed per column was flat from 256 to 5461 columns on the 2-core Intel host
-    (benchmarks/README.md). The width depends on the shapes only, never on the number of
+    product reads it, and, where there are enough columns (``min_width`` each), at least
+    ``min_chunks`` chunks of equal width (the last one may be narrower): their count is
+    rounded up to a multiple of ``min_chunks`` before the width is set, so that 2 or 4
+    threads get shares within about 10% of each other (``conv_engine._over_chunks``).
+    Each chunk's product runs on one BLAS thread, whose speed per column was flat from
+    256 to 5461 columns on the 2-core Intel host (benchmarks/README.md). The width depends on the shapes only, never on the number of
     threads, and so do the numbers. On a GPU there is no such cache to fit: one chunk of
     up to 256 MiB, i.e. usually the whole matrix.
     """

@@ -460,7 +460,8 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
     n_img = len(ds)
     return _jsonable({
         "accuracy": float((maps["pred"] == maps["labels"]).mean()) if n_img else float("nan"),
-        "correct": int((maps["pred"] == maps["labels"]).sum()), "images": n_img, "top_k": int(top_k), "seed": int(seed), "diagonal": diagonal,
+        "correct": int((maps["pred"] == maps["labels"]).sum()), "images": n_img,
+        "top_k": int(top_k), "seed": int(seed), "diagonal": diagonal,
         "landmarks": list(LANDMARK_GROUPS),
         "visible_images": dict(zip(LANDMARK_GROUPS, visible3.sum(axis=0).tolist())),
         "layers": layers, "reference": reference,
@@ -483,7 +484,8 @@ def format_table(results_by_net):
         for layer, r in res["layers"].items():
             t = r["tracking"]
             rows.append((net, layer, _f(res["accuracy"]), _f(r["instability"]), _f(r["control"]),
-                         _f(r["ratio"]), _f(r["centre_share"], ".2f"), _f(r.get("border_share"), ".2f"),
+                         _f(r["ratio"]), _f(r["centre_share"], ".2f"),
+                         _f(r.get("border_share"), ".2f"),
                          f"{t['below_0.8']}/{t['compared']}", f"{t['below_0.9']}/{t['compared']}",
                          _f((r.get("offset") or {}).get("mean_distance")),
                          str(r["dropped_filters"])))
@@ -600,6 +602,7 @@ def _evaluate_bird_task(model, ds, mean, std, device, top_k, seed):
     right_birds = res["correct"]
     right_others = int((collect_predictions(model, others, mean, std, device) == 0).sum())
     res["accuracy"] = (right_birds + right_others) / len(ds) if len(ds) else None
+    res["correct"], res["accuracy_images"] = right_birds + right_others, len(ds)
     recall = {"not a bird": right_others / len(others) if len(others) else None,
               "bird": right_birds / len(birds) if len(birds) else None}
     res["recall"] = recall
