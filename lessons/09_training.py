@@ -65,15 +65,15 @@ for kind in ("ordinary", "interpretable"):
     metrics = ti.train_one(cfg, RUN / kind, data=(ds, train, test, mean, std))
     finals[kind] = metrics["final"]
 # the last lines of the quick run, about (the last digits depend on the machine's BLAS):
-#      ordinary epoch   6/6  loss 0.354  filter +0  lambda -  train 0.850  test 0.800
-# interpretable epoch   6/6  loss 0.881  filter -0.0375  lambda 4.6e-05,4.2e-05  train 0.675  test 0.537
+#      ordinary epoch   6/6  loss 0.354  filter +0  lambda -  train 0.810  test 0.800
+# interpretable epoch   6/6  loss 0.881  filter -0.0376  lambda 4.6e-05,4.2e-05  train 0.625  test 0.537
 
 # ---- the final numbers ----
 for kind, row in finals.items():
     print(f"{kind:>13}: test {row['test_acc']:.3f}  train {row['train_acc']:.3f}  "
           f"filter loss {row['filter_loss']:+.4f}  lambda {row['lambda']}")
-# ordinary: test 0.800  train 0.850  filter loss +0.0000  lambda []   (no masks: nothing to log)
-# interpretable: test 0.537  train 0.675  filter loss -0.0375  lambda [4.6e-05, 4.2e-05]   (top, new conv)
+# ordinary: test 0.800  train 0.810  filter loss +0.0000  lambda []   (no masks: nothing to log)
+# interpretable: test 0.537  train 0.625  filter loss -0.0376  lambda [4.6e-05, 4.2e-05]   (top, new conv)
 
 # How to read the filter loss: it is sum_f -MI_f over the 16 + 16 masked filters, averaged
 # over the batches of the last epoch. Each -MI_f lies in [-log B, 0] = [-2.77, 0] for
