@@ -44,7 +44,7 @@ for eps in (1e-6, 1e-4, 1e-2):
         errors.append(ti.relative_error(analytic, numeric)[0])
     print(f"{eps:.0e}  {errors[0]:7.0e}  {errors[1]:7.0e}")
 # eps    float32  float64
-# 1e-06    1e+00    2e-09    float32: the difference drowns in round-off
+# 1e-06    1e+00    3e-09    float32: the difference drowns in round-off
 # 1e-04    3e-02    8e-10
 # 1e-02    1e-04    8e-06    float32 at its best, 4 digits; curvature now hurts float64
 # A bug can hide under float32's 1e-4; a correct float64 backward lands near 1e-9, far
