@@ -74,11 +74,11 @@ print(round(by_hand, 4), round(inst["per_filter_landmark"][f, k], 4))  # 0.0944 
 results = {kind: ti.evaluate_model(net, test, mean, std) for kind, net in nets.items()}
 print(results["interpretable"]["layers"]["new"]["instability"] == inst["value"])  # True
 print(ti.metrics.format_table(results))
-# net            layer    acc  instab.  control  ratio  centre  border  <0.8x ctl  <0.9x ctl   dist  dropped
-# ordinary       top    0.800    0.123    0.126  0.974    0.31    0.42       0/16       3/16      -        0
-# ordinary       new    0.800    0.105    0.108  0.973    0.39    0.28       1/16       3/16  0.158        0
-# interpretable  top    0.537    0.114    0.118  0.966    0.33    0.37       0/16       4/16      -        0
-# interpretable  new    0.537    0.107    0.113  0.944    0.41    0.24       0/16       3/16      -        0
+# net            layer    acc  instab.  control  ratio  centre  border  <0.8x ctl  <0.9x ctl   dist  ring  dropped
+# ordinary       top    0.800    0.123    0.126  0.974    0.31    0.42       0/16       3/16      -     0        0
+# ordinary       new    0.800    0.105    0.108  0.973    0.39    0.28       1/16       3/16  0.158     0        0
+# interpretable  top    0.537    0.114    0.118  0.966    0.33    0.37       0/16       4/16      -     0        0
+# interpretable  new    0.537    0.107    0.113  0.944    0.41    0.24       0/16       3/16      -     0        0
 # (the quick nets, about; then the reference values: random argmax 0.159, fixed centre
 # unit 0.044, landmark oracle 0.024-0.030.) Both nets sit a few percent below their
 # controls, and one filter in 64 is below 0.8x: 6 epochs, 16 filters, one seed, no part

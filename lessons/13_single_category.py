@@ -214,11 +214,11 @@ results = ti.evaluate_runs(RUN)  # each net on its own config's test split; writ
 print(ti.metrics.format_table(results).split("\n\nreference")[0])
 ref = results["interpretable"]["reference"]
 print(round(ref["random_argmax"], 3), round(ref["fixed_unit_centre"], 3))  # 0.159 0.044
-# net            layer    acc  instab.  control  ratio  centre  border  <0.8x ctl  <0.9x ctl  dist  dropped
-# ordinary       top    0.982    0.126    0.125  1.008    0.42    0.40       0/32       1/32      -        0
-# ordinary       new    0.982    0.106    0.109  0.972    0.47    0.24       0/32       4/32      -        0
-# interpretable  top    0.961    0.123    0.123  1.001    0.44    0.39       0/32       2/32      -        0
-# interpretable  new    0.961    0.091    0.093  0.969    0.62    0.09       1/32       3/32  0.287        0
+# net            layer    acc  instab.  control  ratio  centre  border  <0.8x ctl  <0.9x ctl   dist  ring  dropped
+# ordinary       top    0.982    0.126    0.125  1.008    0.42    0.40       0/32       1/32      -     0        0
+# ordinary       new    0.982    0.106    0.109  0.972    0.47    0.24       0/32       4/32      -     0        0
+# interpretable  top    0.961    0.123    0.123  1.001    0.44    0.39       0/32       2/32      -     0        0
+# interpretable  new    0.961    0.091    0.093  0.969    0.62    0.09       1/32       3/32  0.287     0        0
 # (about: the last digits depend on the machine's BLAS; then the notes on acc, each
 # class's recall.) And two reference values on the same birds: a random argmax 0.159,
 # a filter fixed at the centre unit 0.044.
@@ -239,7 +239,10 @@ print(round(ref["random_argmax"], 3), round(ref["fixed_unit_centre"], 3))  # 0.1
 #   about what chance gives among 32;
 # - dist: for the tracking filters, their mean distance to the part they follow; "-"
 #   when there are none. Near the landmark oracle's distance: on the part; farther: it
-#   follows the part from an offset (a filter of a wing's edge that tracks the head).
+#   follows the part from an offset (a filter of a wing's edge that tracks the head);
+# - ring: how many of the tracking filters put at least half of their own top images'
+#   argmaxes on the outer ring: they follow a part's row or column at the padded edge
+#   (issue 13's top conv on CUB, the crop's top edge straight above the head).
 # On the toy birds at 32 px, 9 epochs in all, this is machinery, not a result.
 #
 # The real measurement is the paper's Table 5 on all of CUB (paper: ordinary 0.14-0.15,

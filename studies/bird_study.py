@@ -11,6 +11,7 @@ masks.
 
     python studies/bird_study.py run --jobs 2                 # everything (many hours)
     python studies/bird_study.py run --jobs 2 --sizes 64 --seeds 0 --recipes baseline authors-x10
+    python studies/bird_study.py evaluate --jobs 2            # evaluate every trained run again
     python studies/bird_study.py table                        # studies/README.md's tables
     python studies/bird_study.py figure --sizes 64 --seeds 0 --recipes authors-x10   # pictures
 
@@ -131,6 +132,21 @@ def run(args):
     return 0
 
 
+def evaluate(args):
+    """Evaluate again every run of the selection that has trained all its epochs (after a
+    change to ``evaluate``, e.g. a new column): ``python -m tinyinterp evaluate`` on each,
+    ``--jobs`` at a time, logged to ``logs/<run>-evaluate.log``."""
+    pending = [job for job in jobs_in_order(args.sizes, args.seeds, args.recipes)
+               if job[2] != "pretrain" and _finished(args.out, *job)]
+
+    def commands(job):
+        return [[sys.executable, "-m", "tinyinterp", "evaluate", str(run_dir(args.out, *job))]]
+
+    run_jobs(pending, lambda job, done: True, commands, lambda job: "{}px-s{}-{}-evaluate".format(*job),
+             Path(args.out) / "logs", worker_env(os.environ, args.jobs), args.jobs, ROOT)
+    return 0
+
+
 def _finished(out, size, seed, recipe="pretrain"):
     """Whether the net of a job (the pretrained net of (size, seed) by default) ran all its epochs."""
     net = "ordinary" if recipe == "pretrain" else RECIPES[recipe][1]
@@ -184,6 +200,7 @@ def seed_values(out, size, seed, recipe):
         v[layer + "_centre"] = L["centre_share"]
         v[layer + "_border"] = L.get("border_share")  # None in evaluations written before it existed
         v[layer + "_dist"] = (L.get("offset") or {}).get("mean_distance")
+        v[layer + "_ring"] = (L.get("offset") or {}).get("on_ring")  # None before it existed
     base_recipe = BASELINES.get(recipe, "baseline" if task == "bird" else "species-baseline")
     base_path = run_dir(out, size, seed, base_recipe) / "evaluation.json"
     if recipe != base_recipe and base_path.is_file():
@@ -202,7 +219,8 @@ COLUMNS = [  # header, key, format ("pair" = top / new, mean over seeds)
     ("acc", "acc", ".3f"), ("Δ acc", "dacc", "+.3f"), ("recall birds / not", "recall", "pair3"),
     ("top conv (ctl)", "top", "ctl"), ("top / base", "top_to_base", ".2f"),
     ("new conv (ctl)", "new", "ctl"), ("new / base", "new_to_base", ".2f"),
-    ("< 0.8x ctl (top / new)", "_below8", "pair"), ("< 0.9x ctl (top / new)", "_below9", "pair"),
+    ("< 0.8x ctl (top / new)", "_below8", "pair"), ("of those on ring (top / new)", "_ring", "pair"),
+    ("< 0.9x ctl (top / new)", "_below9", "pair"),
     ("dist (top / new)", "_dist", "pair3"), ("centre (top / new)", "_centre", "pair2"),
     ("border (top / new)", "_border", "pair2"),
 ]
@@ -289,7 +307,7 @@ def figure(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["run", "table", "figure"])
+    p.add_argument("command", choices=["run", "evaluate", "table", "figure"])
     p.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
@@ -298,7 +316,7 @@ def main(argv=None):
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--out", default=str(ROOT / "runs" / "bird_study"))
     args = p.parse_args(argv)
-    return {"run": run, "table": table, "figure": figure}[args.command](args)
+    return {"run": run, "evaluate": evaluate, "table": table, "figure": figure}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -52,18 +52,20 @@ def test_runner_waits_for_readiness_and_stops_a_job_at_its_first_failure(tmp_pat
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["bad.log", "first.log", "late.log"]
 
 
-def fake_run(root, recipe, seed, acc, inst, below8=(1, 2), finished=True, epochs=2):
+def fake_run(root, recipe, seed, acc, inst, below8=(1, 2), finished=True, epochs=2, ring=None):
     task, net, _ = bs.RECIPES[recipe]
     folder = bs.run_dir(root, 64, seed, recipe)
     (folder / net).mkdir(parents=True)
     hist = [{"epoch": e + 1} for e in range(epochs if finished else epochs - 1)]
     (folder / net / "metrics.json").write_text(json.dumps({"config": {"epochs": epochs}, "history": hist}))
     layers = {}
-    for name, b8 in zip(("top", "new"), below8):
+    for i, (name, b8) in enumerate(zip(("top", "new"), below8)):
         layers[name] = {"instability": inst, "control": inst + 0.01, "ratio": inst / (inst + 0.01),
                         "centre_share": 0.25, "border_share": 0.4,
                         "tracking": {"below_0.8": b8, "below_0.9": b8 + 1},
                         "offset": {"mean_distance": 0.1, "filters": b8}}
+        if ring is not None:  # evaluations before the ring count existed have none
+            layers[name]["offset"]["on_ring"] = ring[i]
     entry = {"accuracy": acc, "layers": layers}
     if task == "bird":
         entry["recall"] = {"bird": 0.9, "not a bird": 0.8}
@@ -73,14 +75,16 @@ def fake_run(root, recipe, seed, acc, inst, below8=(1, 2), finished=True, epochs
 def test_table_pairs_each_recipe_with_the_baseline_of_its_seed(tmp_path):
     fake_run(tmp_path, "baseline", 0, 0.9, 0.10)
     fake_run(tmp_path, "baseline", 1, 0.8, 0.20)
-    fake_run(tmp_path, "authors-x10", 0, 0.85, 0.05, below8=(3, 20))
-    fake_run(tmp_path, "authors-x10", 1, 0.8, 0.10, below8=(5, 30))
+    fake_run(tmp_path, "authors-x10", 0, 0.85, 0.05, below8=(3, 20), ring=(2, 4))
+    fake_run(tmp_path, "authors-x10", 1, 0.8, 0.10, below8=(5, 30), ring=(0, 6))
     fake_run(tmp_path, "exact-1e-2", 0, 0.5, 0.1, finished=False)
     v = bs.seed_values(tmp_path, 64, 1, "authors-x10")
     assert v["dacc"] == pytest.approx(0.0) and v["new_to_base"] == pytest.approx(0.5)
     text = bs.markdown_table(tmp_path, 64, [0, 1], ["baseline", "authors-x10", "exact-1e-2"])
     assert "| authors-x10 | 2 | 0.825 ±0.025 | -0.025 ±0.025 | 0.900 / 0.800 |" in text
-    assert "| 4.0 / 25.0 |" in text  # filters below 0.8x control, mean over the seeds
+    # filters below 0.8x control, then how many of them sit on the ring, means over the seeds
+    assert "| 4.0 / 25.0 | 1.0 / 5.0 |" in text
+    assert "| 1.0 / 2.0 | - / - |" in text  # the baseline's evaluations have no ring count
     assert text.splitlines()[2].endswith("| 0.25 / 0.25 | 0.40 / 0.40 |")  # centre, border shares
     assert "| exact-1e-2 | 0 (+1 unfinished) | - |" in text
     assert bs.seed_values(tmp_path, 64, 2, "authors-x10") is None
@@ -146,3 +150,23 @@ def test_longer_fine_tuning_is_compared_with_the_baseline_of_as_many_epochs(tmp_
     cmd = bs.job_command(tmp_path, 64, 0, "authors-x10-16ep")
     flags = [i for i, a in enumerate(cmd) if a == "--finetune-epochs"]
     assert cmd[flags[-1] + 1] == "16"  # the recipe's flag comes last and wins
+
+
+def test_evaluate_reruns_every_trained_run_and_nothing_else(tmp_path, monkeypatch):
+    import argparse
+
+    fake_run(tmp_path, "baseline", 0, 0.9, 0.10)
+    fake_run(tmp_path, "authors-x10", 0, 0.85, 0.05, finished=False)
+    fake_run(tmp_path, "authors-x3", 1, 0.85, 0.05)
+    pre = bs.run_dir(tmp_path, 64, 0, "pretrain") / "ordinary"
+    pre.mkdir(parents=True)
+    (pre / "metrics.json").write_text(json.dumps({"config": {"epochs": 1}, "history": [{"epoch": 1}]}))
+    calls = []
+    monkeypatch.setattr(bs, "run_jobs", lambda pending, ready, commands, *a: calls.extend(
+        (job, commands(job)) for job in pending))
+    args = argparse.Namespace(out=tmp_path, sizes=[64], seeds=[0, 1], jobs=2,
+                              recipes=["baseline", "authors-x10", "authors-x3"])
+    assert bs.evaluate(args) == 0
+    assert [job for job, _ in calls] == [(64, 0, "baseline"), (64, 1, "authors-x3")]
+    (argv,), = [cmds for job, cmds in calls if job == (64, 0, "baseline")]
+    assert argv[-2:] == ["evaluate", str(bs.run_dir(tmp_path, 64, 0, "baseline"))]

@@ -197,6 +197,9 @@ def test_evaluation_measures_filters_on_the_birds_only(tmp_path):
     offset = saved["ordinary"]["layers"]["new"]["offset"]
     assert len(offset["per_filter"]) == len(offset["landmark"]) == 8  # one entry per filter
     assert offset["filters"] == sum(d is not None for d in offset["per_filter"])
+    assert 0 <= offset["on_ring"] <= offset["filters"]
+    ring = saved["ordinary"]["layers"]["new"]["per_filter_border"]
+    assert len(ring) == 8 and all(r is None or 0 <= r <= 1 for r in ring)
 
 
 def test_cli_bird_task_end_to_end_on_the_toy_birds(tmp_path, capsys):

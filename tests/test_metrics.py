@@ -10,8 +10,9 @@ from tinyinterp.data.cub import PART_NAMES, CubDataset
 from tinyinterp.layers import Conv2d, MaxPool2d, ReLU
 from tinyinterp.metrics import (
     LANDMARK_GROUPS, border_share, centre_share, collect_maps, cub_landmark_groups, evaluate_model,
-    evaluate_runs, format_table, location_instability, reference_values, shuffled_control,
-    tracking_counts, uniform_border_share, uniform_centre_share, unit_centres)
+    evaluate_runs, format_table, location_instability, part_offsets, reference_values,
+    shuffled_control, top_k_border_share, tracking_counts, uniform_border_share,
+    uniform_centre_share, unit_centres)
 from tinyinterp.model import Sequential
 from tinyinterp.vgg import receptive_field, small_vgg
 
@@ -163,6 +164,44 @@ def test_border_share():
     active = np.concatenate([np.zeros((10, 1), bool), np.ones((10, 1), bool)])
     assert border_share(units, n, active) == 0.0
     assert math.isnan(border_share(units, n, np.zeros((20, 1), bool)))
+
+
+def test_top_k_border_share_counts_each_filters_own_top_images():
+    n, top_k = 8, 4
+    # filter 0: its 4 strongest images fire on the top row, the 4 weaker ones inside;
+    # filter 1: the reverse; filter 2: never fires; filter 3: fires on 2 images only.
+    units = np.full((8, 4, 2), 3)
+    units[:4, 0, 0] = 0
+    units[4:, 1, 1] = n - 1
+    strong_first = np.arange(8, 0, -1, dtype=float)
+    scores = np.stack([strong_first, strong_first, np.zeros(8), np.zeros(8)], axis=1)
+    scores[[1, 5], 3] = 1.0
+    units[5, 3] = (n - 1, 0)
+    share = top_k_border_share(units, scores, n, top_k)
+    assert share[0] == 1.0 and share[1] == 0.0 and math.isnan(share[2])
+    assert share[3] == 0.5  # of its 4 top images only the 2 active count, 1 on the ring
+    # a larger top-K takes in filter 0's inner images too
+    assert top_k_border_share(units, scores, n, 8)[0] == 0.5
+    # every image uniform on the grid: about the uniform share
+    rng = np.random.default_rng(6)
+    uniform = rng.integers(0, n, (4000, 3, 2))
+    share = top_k_border_share(uniform, rng.random((4000, 3)) + 0.1, n, 4000)
+    np.testing.assert_allclose(share, uniform_border_share(n), atol=0.03)
+
+
+def test_part_offsets_counts_tracking_filters_on_the_ring():
+    rng = np.random.default_rng(7)
+    lm = rng.uniform(8, 56, (80, 1, 2))
+    vis = np.ones((80, 1), bool)
+    # filters 0 and 1 track the landmark, 2 sits still; filter 0's top images are on the ring
+    pos = np.concatenate([lm, lm + 3.0, np.full((80, 1, 2), 20.0)], axis=1)
+    scores = rng.random((80, 3)) + 0.1
+    diag = 64 * math.sqrt(2)
+    inst = location_instability(pos, scores, lm, vis, None, diag)
+    ctrl = shuffled_control(pos, scores, lm, vis, None, diag, repeats=5, seed=0)
+    off = part_offsets(inst, ctrl, ring_share=np.array([0.9, 0.2, 1.0]))
+    assert off["filters"] == 2 and off["on_ring"] == 1  # filter 2 is on the ring but does not track
+    assert "on_ring" not in part_offsets(inst, ctrl)
 
 
 def test_reference_values():

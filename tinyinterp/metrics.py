@@ -280,6 +280,26 @@ def uniform_border_share(n):
     return float(1 - max(n - 2, 0) ** 2 / n ** 2)
 
 
+def top_k_border_share(units, scores, n, top_k=100):
+    """Per filter, the border share of its own top-K images: of the ``top_k`` images where
+    it fires most (highest max activation; ties keep image order), those where it fires at
+    all (max > 0), the share whose argmax is on the map's outer ring. The layer's
+    :func:`border_share` pools every image and filter; this tells, filter by filter, one
+    that follows a part at the padded edge (share near 1) from one inside the map.
+
+    units: (N, F, 2) argmax (row, col); scores: (N, F). Returns (F,), NaN for a filter
+    that never fires."""
+    units, scores = np.asarray(units), np.asarray(scores)
+    order = np.argsort(-scores, axis=0, kind="stable")[:top_k]       # (M, F) image ids
+    cols = np.arange(scores.shape[1])
+    top_units, active = units[order, cols], scores[order, cols] > 0  # (M, F, 2), (M, F)
+    edge = (top_units == 0) | (top_units == n - 1)
+    on_ring = (edge[..., 0] | edge[..., 1]) & active
+    count = active.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, on_ring.sum(axis=0) / np.maximum(count, 1), np.nan)
+
+
 def reference_values(landmarks3, visible3, n, start, jump, diagonal, top_k=100, seed=0,
                      random_filters=100):
     """Instability of filters that need no network, on the same images and landmarks and
@@ -355,7 +375,7 @@ def tracking_counts(per_filter, per_filter_control, thresholds=THRESHOLDS):
     return out
 
 
-def part_offsets(inst, ctrl, threshold=THRESHOLDS[0]):
+def part_offsets(inst, ctrl, threshold=THRESHOLDS[0], ring_share=None):
     """Where the tracking filters sit relative to the part they follow.
 
     A filter below ``threshold`` x its shuffled control follows *something*; this tells a
@@ -369,6 +389,9 @@ def part_offsets(inst, ctrl, threshold=THRESHOLDS[0]):
     results. Returns {"filters": how many track, "mean_distance": their mean distance
     (NaN if none), "per_filter": (F,) distance (NaN for filters that do not track),
     "landmark": (F,) index of the landmark followed best (-1 for those that do not)}.
+    With ``ring_share`` ((F,), :func:`top_k_border_share`) also "on_ring": how many of
+    the tracking filters put at least half of their top-K argmaxes on the outer ring
+    (following a part's row or column at the padded edge rather than sitting on it).
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = inst["per_filter"] / ctrl["per_filter"]
@@ -382,9 +405,12 @@ def part_offsets(inst, ctrl, threshold=THRESHOLDS[0]):
             landmark[f] = int(np.flatnonzero(finite)[np.argmin(ratio_k[f][finite])])
             distance[f] = inst["mean_distance"][f, landmark[f]]
     found = np.isfinite(distance)
-    return {"filters": int(found.sum()),
-            "mean_distance": float(distance[found].mean()) if found.any() else float("nan"),
-            "per_filter": distance, "landmark": landmark}
+    out = {"filters": int(found.sum()),
+           "mean_distance": float(distance[found].mean()) if found.any() else float("nan"),
+           "per_filter": distance, "landmark": landmark}
+    if ring_share is not None:
+        out["on_ring"] = int((found & (np.asarray(ring_share) >= 0.5)).sum())
+    return out
 
 
 # ----------------------------------------------------------------------------- one model
@@ -413,10 +439,11 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
         accuracy, images, top_k, seed, diagonal, landmarks (names), visible_images
         (per landmark), layers: {"top": {...}, "new": {...}}, reference: {...}.
     Each layer holds: index, n, receptive_field, instability, control, ratio (to control),
-    centre_share, tracking (below_0.8 / below_0.9 / compared / min_ratio), offset
-    (:func:`part_offsets`: the tracking filters' distance to the part they follow), dead_filters,
-    dropped_filters, filters, per_landmark and control_per_landmark (by name),
-    per_filter and per_filter_control (None for dropped filters).
+    centre_share, border_share, tracking (below_0.8 / below_0.9 / compared / min_ratio),
+    offset (:func:`part_offsets`: the tracking filters' distance to the part they follow
+    and how many of them sit on the outer ring), dead_filters, dropped_filters, filters,
+    per_landmark and control_per_landmark (by name), per_filter and per_filter_control
+    (None for dropped filters), per_filter_border (:func:`top_k_border_share`).
     Undefined values (NaN) are None.
     """
     maps = collect_maps(model, ds, mean, std, device=device, batch_size=batch_size)
@@ -433,6 +460,7 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
         ctrl = shuffled_control(positions, m["max"], landmarks3, visible3, None, diagonal, top_k,
                                 seed=seed)
         ratio = inst["value"] / ctrl["value"] if ctrl["value"] > 0 else float("nan")
+        ring = top_k_border_share(m["units"], m["max"], m["n"], top_k)
         layers[name] = {
             "index": int(index), "n": m["n"],
             "receptive_field": {"start": start, "jump": jump, "size": size},
@@ -440,12 +468,13 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
             "centre_share": centre_share(m["units"], m["n"], m["max"] > 0),
             "border_share": border_share(m["units"], m["n"], m["max"] > 0),
             "tracking": tracking_counts(inst["per_filter"], ctrl["per_filter"]),
-            "offset": part_offsets(inst, ctrl),
+            "offset": part_offsets(inst, ctrl, ring_share=ring),
             "dead_filters": inst["dead_filters"], "dropped_filters": inst["dropped_filters"],
             "filters": inst["filters"],
             "per_landmark": dict(zip(LANDMARK_GROUPS, inst["per_landmark"])),
             "control_per_landmark": dict(zip(LANDMARK_GROUPS, ctrl["per_landmark"])),
             "per_filter": inst["per_filter"], "per_filter_control": ctrl["per_filter"],
+            "per_filter_border": ring,
         }
         if grid is None:
             grid = (m["n"], start, jump)
@@ -478,7 +507,7 @@ def format_table(results_by_net):
     """Plain-text table: one row per (net, layer), then the reference values (printed once
     per distinct set; nets evaluated on the same images share them)."""
     head = ("net", "layer", "acc", "instab.", "control", "ratio", "centre", "border", "<0.8x ctl",
-            "<0.9x ctl", "dist", "dropped")
+            "<0.9x ctl", "dist", "ring", "dropped")
     rows = []
     for net, res in results_by_net.items():
         for layer, r in res["layers"].items():
@@ -488,6 +517,7 @@ def format_table(results_by_net):
                          _f(r.get("border_share"), ".2f"),
                          f"{t['below_0.8']}/{t['compared']}", f"{t['below_0.9']}/{t['compared']}",
                          _f((r.get("offset") or {}).get("mean_distance")),
+                         _f((r.get("offset") or {}).get("on_ring"), "d"),
                          str(r["dropped_filters"])))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)  # noqa: E731
@@ -507,7 +537,10 @@ def format_table(results_by_net):
             "mean distance / diagonal",
             "  from a tracking filter's inferred position to the landmark it follows best "
             "(near the landmark oracle's",
-            "  distance: it sits on the part; far: it follows the part from an offset)."]
+            "  distance: it sits on the part; far: it follows the part from an offset). ring: how many "
+            "tracking filters",
+            "  put at least half of their top-K argmaxes on the outer ring (a part's row or column "
+            "at the padded edge)."]
     accuracy_notes = [f"  {net}: {res['accuracy_note']}" for net, res in results_by_net.items()
                       if res.get("accuracy_note")]
     if accuracy_notes:
