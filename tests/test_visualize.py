@@ -1,5 +1,6 @@
 """Pictures: colour map, overlay, layer maps, templates figure, and a whole run folder."""
 import argparse
+import json
 import math
 from types import SimpleNamespace
 
@@ -188,6 +189,20 @@ def test_filter_figure_takes_given_filter_ids(run_root):
     assert b.height - a.height == vz.CELL + 3  # one more row of cells
     with pytest.raises(ValueError):
         vz.filter_figure({"a": model}, test, mean, std, "middle")
+
+
+def test_filter_notes_give_each_filters_ratio_and_whether_it_sits_on_the_ring(tmp_path):
+    layer = {"per_filter": [0.1, None, 0.2, 0.05], "per_filter_control": [0.2, 0.1, 0.2, 0.1],
+             "per_filter_border": [0.9, None, 0.1, 0.5]}
+    (tmp_path / "evaluation.json").write_text(json.dumps({"interpretable": {"layers": {"new": layer}}}))
+    notes = vz.filter_notes(tmp_path, "interpretable", "new")
+    assert notes == {0: "0.50x ctl, on ring", 2: "1.00x ctl", 3: "0.50x ctl, on ring"}
+    assert vz.filters_below_control(tmp_path, "interpretable", "new", 2) == [0, 3]
+    assert vz.filter_notes(tmp_path, "ordinary", "new") == {} == vz.filter_notes(tmp_path / "x", "a", "b")
+    del layer["per_filter_border"]  # an evaluation written before the ring share existed
+    (tmp_path / "evaluation.json").write_text(json.dumps({"interpretable": {"layers": {"new": layer}}}))
+    assert vz.filter_notes(tmp_path, "interpretable", "new")[0] == "0.50x ctl"
+    assert vz._row_label(0, np.ones(3), None, {0: "0.50x ctl"}).splitlines()[-1] == "0.50x ctl"
 
 
 def test_fine_tuned_run_curves_continue_the_pretrained_epochs(tmp_path):

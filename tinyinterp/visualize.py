@@ -286,10 +286,12 @@ def _short_class(name):
     return name.split(".", 1)[-1].replace("_", " ")
 
 
-def _row_label(f, maps_f, cats):
+def _row_label(f, maps_f, cats, notes=None):
     text = f"filter {f}\nmax {float(maps_f.max()):.3g}"
     if cats is not None:
         text += f"\ncat {int(cats[f])}"
+    if notes and notes.get(f):
+        text += f"\n{notes[f]}"
     return text
 
 
@@ -300,7 +302,8 @@ def _map_side(model, index, size):
     return int(round(size / jump))
 
 
-def filter_figure(models, ds, mean, std, index_name="new", filters=None, images=8, cell=CELL):
+def filter_figure(models, ds, mean, std, index_name="new", filters=None, images=8, cell=CELL,
+                  notes=None):
     """Paper Fig. 1 style: for each net a panel, rows = filters, columns = birds, each cell
     the bird with the filter's map (after ReLU, before the mask) as a heat map over it.
 
@@ -313,6 +316,8 @@ def filter_figure(models, ds, mean, std, index_name="new", filters=None, images=
             images, per net), an int (that many such filters), a list of filter ids (the
             same for every net) or a dict name -> list.
         images: an int (spread over ``ds``) or a list of indices into ``ds``.
+        notes: None or a dict name -> {filter id: one more line for its label}, e.g.
+            :func:`filter_notes` (its ratio to its shuffled control, "on ring").
     Each row is scaled by its filter's largest value over the row ("max" in its label), so
     a filter that fires weakly on a bird looks dark there. "cat" is the category the
     interpretable net assigned the filter to.
@@ -330,13 +335,16 @@ def filter_figure(models, ds, mean, std, index_name="new", filters=None, images=
             vmax = float(maps[:, f].max())
             rows.append([heatmap_overlay(ds.images[i], maps[k, f], vmax=vmax, size=cell)
                          for k, i in enumerate(idx)])
-            labels.append(_row_label(f, maps[:, f], cats))
+            labels.append(_row_label(f, maps[:, f], cats, (notes or {}).get(name)))
         n = maps.shape[-1]
         title = f"{name}: {index_name} conv (layer {index}), {n}x{n} maps"
         panels.append(_panel(rows, title, labels, col_labels))
     figure = hstack(panels, pad=24)
     note = ("heat map: the filter's feature map (ReLU output, before any mask), scaled per "
             "row to its max; bright = strong")
+    if notes:
+        note += (". 0.62x ctl: its instability over its shuffled control's; on ring: most of its "
+                 "top images' argmaxes on the map's outer ring (the padded edge)")
     return vstack([figure, _caption(note, figure.width)], pad=2)
 
 
@@ -404,13 +412,14 @@ def _positions_legend(width):
 
 
 def positions_figure(model, ds, mean, std, index_name="new", filters=6, images=8, cell=CELL,
-                     title=None):
+                     title=None, notes=None):
     """Birds with each chosen filter's inference position and the head, back and tail.
 
     Rows = filters, columns = birds. In each cell the cross is the receptive-field centre
     (vgg.receptive_field) of the filter's argmax unit on that bird; the dots are the
     landmarks head (forehead, else crown), back and tail where visible.
-    ``filters``: an int (the filters with the largest mean max activation) or ids.
+    ``filters``: an int (the filters with the largest mean max activation) or ids;
+    ``notes``: None or {filter id: one more line for its label} (:func:`filter_notes`).
     """
     from .vgg import receptive_field
 
@@ -436,7 +445,7 @@ def positions_figure(model, ds, mean, std, index_name="new", filters=6, images=8
                 _cross(draw, (pos[0] * scale, pos[1] * scale))
             row.append(tile)
         rows.append(row)
-        labels.append(_row_label(f, maps[:, f], cats))
+        labels.append(_row_label(f, maps[:, f], cats, notes))
     n = maps.shape[-1]
     title = title or f"{index_name} conv (layer {index}), {n}x{n} maps"
     col_labels = [_short_class(ds.class_names[int(ds.labels[i])]) for i in idx]
@@ -627,19 +636,41 @@ def curves_figure(run_root):
 
 # --------------------------------------------------------------------------- top level
 
+def _evaluated_layer(run_root, net, layer):
+    """``net``'s ``layer`` ("top"/"new") from ``run_root``'s evaluation.json, or None."""
+    path = Path(run_root) / "evaluation.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get(net, {}).get("layers", {}).get(layer) or None
+
+
+def _ratios(entry):
+    """[(instability / control, filter)] of the filters an evaluation compared."""
+    return [(a / c, f) for f, (a, c) in enumerate(zip(entry["per_filter"], entry["per_filter_control"]))
+            if a is not None and c]
+
+
 def filters_below_control(run_root, net, layer, count):
     """The ``count`` filters of ``net``'s ``layer`` ("top"/"new") furthest below their own
     shuffled control (lowest instability / control), read from ``run_root``'s
     evaluation.json; None when it is not there or holds no such layer."""
-    path = Path(run_root) / "evaluation.json"
-    if not path.is_file():
-        return None
-    entry = json.loads(path.read_text()).get(net, {}).get("layers", {}).get(layer)
+    entry = _evaluated_layer(run_root, net, layer)
     if not entry:
         return None
-    pairs = [(a / c, f) for f, (a, c) in enumerate(zip(entry["per_filter"], entry["per_filter_control"]))
-             if a is not None and c]
-    return [f for _, f in sorted(pairs)[:count]] or None
+    return [f for _, f in sorted(_ratios(entry))[:count]] or None
+
+
+def filter_notes(run_root, net, layer):
+    """{filter: "0.62x ctl"} for every filter ``evaluate`` compared with its control, with
+    ", on ring" where at least half of its top-K images have their argmax on the map's
+    outer ring (it follows a part's row or column at the padded edge, not the part);
+    {} without an evaluation."""
+    entry = _evaluated_layer(run_root, net, layer)
+    if not entry:
+        return {}
+    ring = entry.get("per_filter_border") or [None] * len(entry["per_filter"])
+    return {f: f"{r:.2f}x ctl" + (", on ring" if ring[f] is not None and ring[f] >= 0.5 else "")
+            for r, f in _ratios(entry)}
 
 
 def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, filters=6, data=None):
@@ -650,7 +681,9 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
     maps' side n) and curves.png. The birds are ``images`` images of ``split``, spread
     over its classes (for bird vs. not: its birds only). ``filters`` filters per net: the
     ones furthest below their shuffled control where ``run_root/evaluation.json`` exists
-    (``evaluate`` writes it), else those with the largest mean max activation. ``data``:
+    (``evaluate`` writes it), each labelled with that ratio and, where it follows a part at
+    the padded edge, "on ring" (:func:`filter_notes`); else those with the largest mean
+    max activation. ``data``:
     as for ``metrics.evaluate_runs``, {data_key(cfg): load_data(cfg)} already loaded.
     """
     run_root = Path(run_root)
@@ -691,11 +724,13 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
         for index_name in layer_names[:depth]:
             chosen = {name: filters_below_control(run_root, name, index_name, filters) or filters
                       for name in models}
-            save(filter_figure(models, ds, mean, std, index_name, filters=chosen, images=images),
+            notes = {name: filter_notes(run_root, name, index_name) for name in models}
+            save(filter_figure(models, ds, mean, std, index_name, filters=chosen, images=images,
+                               notes=notes if any(notes.values()) else None),
                  f"filters_{index_name}{suffix}.png")
             panels = [positions_figure(m, ds, mean, std, index_name, filters=chosen[name],
                                        images=images, title=f"{name}: {index_name} conv "
-                                       f"(layer {_layer_index(m, index_name)})")
+                                       f"(layer {_layer_index(m, index_name)})", notes=notes[name])
                       for name, m in models.items()]
             save(hstack(panels, pad=24), f"positions_{index_name}{suffix}.png")
     model = next(iter(loaded.values()))[0]
