@@ -32,6 +32,8 @@ from pathlib import Path
 from jobs import run_jobs  # beside this script
 from recipe_study import _stat  # the same mean ±half-range as the species study
 
+from tinyinterp.metrics import COLLAPSED_RECALL, has_collapsed
+
 ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT.parent / "shared" / "cub200_160"
@@ -176,7 +178,8 @@ def seed_values(out, size, seed, recipe):
     """The evaluated net of one run: None if it never ran; {"unfinished": True,
     "diverged": True} if it stopped on a NaN loss; {"unfinished": True} if it did not
     finish otherwise (still running, stopped, or collapsed before its evaluation); else
-    its figures and the changes against the fair baseline of the same (size, seed)."""
+    its figures and the changes against the fair baseline of the same (size, seed), with
+    "collapsed" True where the net calls (almost) every test image one class."""
     task, net, _ = RECIPES[recipe]
     folder = run_dir(out, size, seed, recipe)
     if not (folder / net).is_dir():
@@ -193,6 +196,9 @@ def seed_values(out, size, seed, recipe):
     v = {"unfinished": False, "acc": e["accuracy"]}
     if e.get("recall"):
         v["recall_bird"], v["recall_not"] = e["recall"]["bird"], e["recall"]["not a bird"]
+        # a classifier that says "bird" to everything has not learnt the task: its filters'
+        # figures describe a broken net, so the table counts it apart, as it does a NaN
+        v["collapsed"] = has_collapsed([v["recall_bird"], v["recall_not"]])
     for layer in ("top", "new"):
         L = e["layers"][layer]
         v[layer], v[layer + "_ctl"], v[layer + "_to_ctl"] = L["instability"], L["control"], L["ratio"]
@@ -252,12 +258,14 @@ def markdown_table(out, size, seeds, recipes):
         per_seed = [v for v in (seed_values(out, size, s, recipe) for s in seeds) if v is not None]
         if not per_seed:
             continue
-        done = [v for v in per_seed if not v["unfinished"]]
+        done = [v for v in per_seed if not v["unfinished"] and not v.get("collapsed")]
         vals = {k: [v.get(k) for v in done] for k in {k for v in done for k in v}}
         diverged = sum(1 for v in per_seed if v.get("diverged"))
-        unfinished = len(per_seed) - len(done) - diverged
-        seeds_cell = f"{len(done)}" + "".join(f" (+{n} {what})" for n, what in
-                                              ((diverged, "NaN"), (unfinished, "unfinished")) if n)
+        collapsed = sum(1 for v in per_seed if v.get("collapsed"))
+        unfinished = len(per_seed) - len(done) - diverged - collapsed
+        seeds_cell = f"{len(done)}" + "".join(
+            f" (+{n} {what})" for n, what in
+            ((diverged, "NaN"), (collapsed, "collapsed"), (unfinished, "unfinished")) if n)
         cells = [_cell(vals, key, spec) if done else "-" for _, key, spec in COLUMNS]
         lines.append(f"| {recipe} | {seeds_cell} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -268,7 +276,8 @@ def table(args):
         text = markdown_table(args.out, size, args.seeds, args.recipes)
         if text.count("\n") > 1:
             print(f"\n{size} px (seeds {' '.join(map(str, args.seeds))}; mean ±half-range over the "
-                  "seeds that finished; pairs are means)\n")
+                  "seeds that finished; pairs are means; collapsed: a class's test recall below "
+                  f"{COLLAPSED_RECALL}, left out of the means)\n")
             print(text)
     return 0
 

@@ -52,7 +52,8 @@ def test_runner_waits_for_readiness_and_stops_a_job_at_its_first_failure(tmp_pat
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["bad.log", "first.log", "late.log"]
 
 
-def fake_run(root, recipe, seed, acc, inst, below8=(1, 2), finished=True, epochs=2, ring=None):
+def fake_run(root, recipe, seed, acc, inst, below8=(1, 2), finished=True, epochs=2, ring=None,
+             recall=(0.9, 0.8)):
     task, net, _ = bs.RECIPES[recipe]
     folder = bs.run_dir(root, 64, seed, recipe)
     (folder / net).mkdir(parents=True)
@@ -68,7 +69,7 @@ def fake_run(root, recipe, seed, acc, inst, below8=(1, 2), finished=True, epochs
             layers[name]["offset"]["on_ring"] = ring[i]
     entry = {"accuracy": acc, "layers": layers}
     if task == "bird":
-        entry["recall"] = {"bird": 0.9, "not a bird": 0.8}
+        entry["recall"] = {"bird": recall[0], "not a bird": recall[1]}
     (folder / "evaluation.json").write_text(json.dumps({net: entry}))
 
 
@@ -88,6 +89,21 @@ def test_table_pairs_each_recipe_with_the_baseline_of_its_seed(tmp_path):
     assert text.splitlines()[2].endswith("| 0.25 / 0.25 | 0.40 / 0.40 |")  # centre, border shares
     assert "| exact-1e-2 | 0 (+1 unfinished) | - |" in text
     assert bs.seed_values(tmp_path, 64, 2, "authors-x10") is None
+
+
+def test_a_run_that_calls_every_image_a_bird_is_counted_apart_from_the_means(tmp_path):
+    fake_run(tmp_path, "baseline", 0, 0.9, 0.10)
+    fake_run(tmp_path, "baseline", 1, 0.9, 0.10)
+    fake_run(tmp_path, "authors-x10", 0, 0.85, 0.05)
+    fake_run(tmp_path, "authors-x10", 1, 0.62, 0.20, recall=(0.999, 0.0))
+    assert bs.seed_values(tmp_path, 64, 1, "authors-x10")["collapsed"]
+    assert not bs.seed_values(tmp_path, 64, 0, "authors-x10")["collapsed"]
+    text = bs.markdown_table(tmp_path, 64, [0, 1], ["baseline", "authors-x10"])
+    # the collapsed seed's accuracy and instability are in no mean: seed 0's alone
+    assert "| authors-x10 | 1 (+1 collapsed) | 0.850 | -0.050 | 0.900 / 0.800 |" in text
+    # a net that still tells the classes apart, however badly, is not collapsed
+    fake_run(tmp_path, "authors-x3", 0, 0.6, 0.1, recall=(0.9, 0.06))
+    assert not bs.seed_values(tmp_path, 64, 0, "authors-x3")["collapsed"]
 
 
 def test_figure_puts_the_baseline_and_the_recipe_side_by_side(tmp_path):

@@ -218,3 +218,15 @@ def test_cli_bird_task_end_to_end_on_the_toy_birds(tmp_path, capsys):
     assert evaluation["interpretable"]["task"] == "bird"
     assert (tmp_path / "pictures" / "filters_new.png").exists()
     assert Path(cfg.data) == TOY_BIRDS
+
+
+def test_a_net_that_calls_every_image_one_class_is_said_to_have_collapsed():
+    labels = np.array([1, 1, 1, 0, 0])
+    recalls = ti.metrics.class_recalls(np.ones(5, dtype=np.int64), labels, 2)  # all "bird"
+    assert recalls == [0.0, 1.0] and ti.metrics.has_collapsed(recalls)
+    assert not ti.metrics.has_collapsed(ti.metrics.class_recalls(np.array([1, 1, 0, 0, 1]), labels, 2))
+    assert not ti.metrics.has_collapsed([None, 1.0])  # a class with no image cannot collapse
+    # the training log says so beside the accuracy
+    line = ti.train._test_text({"test_acc": 0.6, "test_recall": recalls})
+    assert "birds 1.000, not 0.000" in line and "COLLAPSED" in line
+    assert "COLLAPSED" not in ti.train._test_text({"test_acc": 0.9, "test_recall": [0.8, 0.9]})

@@ -653,6 +653,16 @@ def class_recalls(pred, labels, num_classes):
             for k in range(num_classes)]
 
 
+COLLAPSED_RECALL = 0.05  # a class's recall below this: the net calls (almost) everything the other
+
+
+def has_collapsed(recalls):
+    """Whether a classifier has collapsed onto one class: some class that has images is
+    (almost) never predicted (recall below ``COLLAPSED_RECALL``), as a bird-vs-not net does
+    that calls every image a bird. Its filters' figures describe a broken net."""
+    return any(r is not None and r < COLLAPSED_RECALL for r in recalls)
+
+
 def collect_predictions(model, ds, mean, std, device="cpu", batch_size=64):
     """Predicted classes (N,) int64 of ``model`` in eval mode on ``ds`` (NumPy)."""
     was_training = getattr(model, "training", False)

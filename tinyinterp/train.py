@@ -33,7 +33,7 @@ from .backend import device_module, to_device
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .layers import Dropout
 from .losses import LogisticLoss, SoftmaxCrossEntropy, predict
-from .metrics import class_recalls, collect_predictions
+from .metrics import class_recalls, collect_predictions, has_collapsed
 from .optim import SGD
 from .runs import (TOY_BIRDS, TrainConfig, build_model, data_key, init_weights_from, load_data,  # noqa: F401
                    load_run, num_outputs)
@@ -134,7 +134,10 @@ def _test_text(row):
     if "test_acc" not in row:
         return "-"
     rec = row.get("test_recall")
-    return f"{row['test_acc']:.3f}" + (f" (birds {rec[1]:.3f}, not {rec[0]:.3f})" if rec else "")
+    if not rec:
+        return f"{row['test_acc']:.3f}"
+    text = f"{row['test_acc']:.3f} (birds {rec[1]:.3f}, not {rec[0]:.3f})"
+    return text + (" COLLAPSED: it calls (almost) every image one class" if has_collapsed(rec) else "")
 
 
 def train_one(cfg, out_dir, data=None, resume=False, log=print):
