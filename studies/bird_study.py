@@ -177,7 +177,7 @@ def _evaluated(out, size, seed, recipe):
 def seed_values(out, size, seed, recipe):
     """The evaluated net of one run: None if it never ran; {"unfinished": True,
     "diverged": True} if it stopped on a NaN loss; {"unfinished": True} if it did not
-    finish otherwise (still running, stopped, or collapsed before its evaluation); else
+    finish otherwise (still running, or stopped before its evaluation); else
     its figures and the changes against the fair baseline of the same (size, seed), with
     "collapsed" True where the net calls (almost) every test image one class."""
     task, net, _ = RECIPES[recipe]

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyinterp.backend import to_numpy
+from tinyinterp.layers import Conv2d
 from tinyinterp.runs import TrainConfig, build_model, init_weights_from, load_data
-from tinyinterp.train import recipe_mask_options, task_loss, loss_targets
+from tinyinterp.train import interpretable_layers, loss_targets, recipe_mask_options, task_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "cub200_160"
@@ -38,19 +40,19 @@ OUT = ROOT / "runs" / "bird_study"
 
 def conv_grads(model):
     """{position: weight gradient} of every Conv2d, as NumPy copies."""
-    return {i: np.array(layer.grads["W"]) for i, layer in enumerate(model.layers)
-            if type(layer).__name__ == "Conv2d"}
+    return {i: to_numpy(layer.grads["W"]).copy() for i, layer in enumerate(model.layers)
+            if isinstance(layer, Conv2d)}
 
 
 def rule_share(model, cfg, batches):
     """Mean over ``batches`` (dicts of "x", "labels") of ||g_rule|| / ||g_task|| for the
     weights of the new conv, the top conv and the conv below them."""
     model.train()
-    masks = [layer for layer in model.layers if type(layer).__name__ == "InterpretableMask"]
+    masks = interpretable_layers(model)
     for layer in masks:
         layer.epoch = 1
     criterion = task_loss(cfg)
-    convs = [i for i, layer in enumerate(model.layers) if type(layer).__name__ == "Conv2d"]
+    convs = [i for i, layer in enumerate(model.layers) if isinstance(layer, Conv2d)]
     names = {convs[-1]: "new conv", convs[-2]: "top conv", convs[-3]: "conv below"}
     ratios = {name: [] for name in names.values()}
     for batch in batches:
@@ -106,7 +108,7 @@ def main(argv=None):
                 data = data or load_data(cfg)
                 cfg.seed = seed
                 r = measure(cfg, ckpt, data, args.batches)
-                side = size // 8
+                side = size // 2 ** len(cfg.widths)  # the top conv's map
                 print(f"| {size} | {seed} | {side}x{side} | {state} | {r['conv below']:.3g} | "
                       f"{r['top conv']:.3g} | {r['new conv']:.3g} |", flush=True)
     return 0
