@@ -546,8 +546,14 @@ def fmt(v, spec, width):
 
 def host_lines(meta):
     """The header's lines on the machine: CPU, the tinyinterp worker's BLAS, the pins."""
-    blas = meta["libraries"].get("tinyinterp", {}).get("blas")
-    return hostinfo.describe(meta["host"]["cpu"], blas, meta["host"]["blas_pins"])
+    libs = meta["libraries"]
+    blas = libs.get("tinyinterp", {}).get("blas")
+    lines = hostinfo.describe(meta["host"]["cpu"], blas, meta["host"]["blas_pins"])
+    if meta["device"] == "gpu":  # on a GPU the timed work runs there, not in the BLAS
+        ti, torch = libs.get("tinyinterp", {}), libs.get("torch", {})
+        lines = [f"GPU: {ti.get('gpu', '?')}, CuPy {ti.get('cupy', '?')}"
+                 + (f"; PyTorch {torch['torch']}" if "torch" in torch else "")] + list(lines)
+    return lines
 
 
 def print_table(results, peak, share, meta, out=print):

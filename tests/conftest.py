@@ -34,3 +34,9 @@ def xp(request):
     if request.param == "numpy":
         return np
     return _cupy_or_skip()
+
+
+@pytest.fixture
+def cupy():
+    """CuPy, for the GPU-only tests (mark them `gpu`); skips without CuPy or a GPU."""
+    return _cupy_or_skip()

@@ -306,7 +306,7 @@ def test_filter_categories_on_a_constructed_case(xp):
     x[labels == 2, 0] = 1.0
     x[labels == 0, 1] = 2.0
     x[labels == 1, 2] = 0.5
-    cats = FilterCategories(3, 3)
+    cats = FilterCategories(3, 3).to(device(xp))
     assert to_numpy(cats.categories).tolist() == [0, 0, 0]  # before any update
     cats.update(to_device(x, device(xp)), to_device(labels, device(xp)))
     assert to_numpy(cats.categories).tolist() == [2, 0, 1]
@@ -333,3 +333,14 @@ def test_filter_categories_label_forms():
     assert single.label_matrix(np.array([-1, 1]), np).tolist() == [[False], [True]]
     with pytest.raises(ValueError):
         cats.update(x, np.zeros((2, 4)))
+
+
+@pytest.mark.gpu
+def test_maps_on_another_device_than_the_state_are_a_clear_error(cupy):
+    cats = FilterCategories(3, 2)  # its state left on the CPU
+    x = cupy.ones((2, 3, 4, 4), dtype=cupy.float32)
+    with pytest.raises(ValueError, match=r"FilterCategories: got maps on the gpu, .*\.to\('gpu'\)"):
+        cats.update(x, cupy.asarray([0, 1]))
+    loss = MutualInformationLoss(4, gradient="paper", logz_momentum=0.9, num_filters=3)  # running log Z: state
+    with pytest.raises(ValueError, match=r"MutualInformationLoss: got maps on the gpu"):
+        loss.forward(x, cupy.asarray([0, 1]), cupy.zeros(3, dtype=cupy.int64))

@@ -418,3 +418,14 @@ def test_load_never_unpickles(tmp_path):
     with pytest.raises(ValueError):
         Sequential(Linear(2, 1)).load(path)
     assert UNPICKLED == []
+
+
+@pytest.mark.gpu
+def test_input_on_another_device_than_the_model_is_a_clear_error(cupy):
+    model = Sequential(*make_layers())  # left on the CPU
+    x, _ = inputs(cupy)
+    with pytest.raises(ValueError, match=r"got input on the gpu, .* on the cpu.*\.to\('gpu'\)"):
+        model.forward(x)
+    x_cpu, _ = inputs(np)
+    with pytest.raises(ValueError, match=r"got input on the cpu, .* on the gpu"):
+        model.to("gpu").forward(x_cpu)

@@ -1,5 +1,5 @@
 """Input checks shared by layers and losses: clear errors instead of silent broadcasting."""
-from .backend import get_array_module
+from .backend import get_array_module, is_gpu_array
 
 
 def check_array(owner, x, ndim, what="input"):
@@ -30,3 +30,15 @@ def check_finite(owner, x, what="input"):
     xp = get_array_module(x)
     if not bool(xp.isfinite(x).all()):
         raise ValueError(f"{owner}: {what} contains NaN or inf (shape {tuple(x.shape)})")
+
+
+def check_same_device(owner, x, state, what="input"):
+    """Raise ValueError when ``x`` and ``state`` (a parameter or buffer) live on different
+    devices: NumPy and CuPy arrays do not mix, and CuPy's own error names neither."""
+    x_gpu, state_gpu = is_gpu_array(x), is_gpu_array(state)
+    if x_gpu != state_gpu:
+        where = {True: "gpu", False: "cpu"}
+        raise ValueError(
+            f"{owner}: got {what} on the {where[x_gpu]}, but its weights/state are on the "
+            f"{where[state_gpu]}; move one of them (.to({where[x_gpu]!r}) or ti.to_device)"
+        )

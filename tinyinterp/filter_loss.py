@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ._checks import check_array
+from ._checks import check_array, check_same_device
 from .backend import get_array_module, to_device
 from .mask import argmax_positions, template_shape
 from .templates import BETA, default_tau, template_priors, templates
@@ -166,6 +166,11 @@ class _Buffered:
             self.buffers[k] = self.buffers[k].astype(dtype)
         return self
 
+    def _check_device(self, x):
+        # a clear error when x and this object's state live on different devices
+        if self.buffers:
+            check_same_device(type(self).__name__, x, next(iter(self.buffers.values())), "maps")
+
 
 # ---- the loss object ----
 
@@ -225,6 +230,7 @@ class MutualInformationLoss(_Buffered):
 
     def _prepare(self, x, scale):
         check_array(repr(self), x, 4)
+        self._check_device(x)
         if x.shape[2:] != (self.n, self.n):
             raise ValueError(f"{self!r}: expected maps of {self.n}x{self.n}, got shape {tuple(x.shape)}")
         xp = get_array_module(x)
@@ -409,6 +415,7 @@ class FilterCategories(_Buffered):
     def update(self, x, labels):
         """Fold one batch in. x: (B, F, n, n) maps; labels as in :meth:`label_matrix`."""
         xp = get_array_module(x)
+        self._check_device(x)
         y = self.label_matrix(labels, xp)
         ema, seen = self.buffers["category_ema"], self.buffers["category_seen"]
         if y.shape[0] != x.shape[0] or x.shape[1] != ema.shape[0]:

@@ -1,4 +1,5 @@
 """Sequential: a list of layers run forward in order and backward in reverse."""
+from ._checks import check_same_device
 from .backend import get_array_module, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .layers import Conv2d, ReLU
@@ -32,6 +33,9 @@ class Sequential:
                 and type(self.layers[i + 1]) is ReLU)
 
     def forward(self, x):
+        state = next((p for layer in self.layers for p in layer.params.values()), None)
+        if state is not None:
+            check_same_device("Sequential", x, state)
         self._fused = set()
         i = 0
         while i < len(self.layers):

@@ -314,6 +314,7 @@ def mask_options_from(args):
 
 
 def cmd_train(args):
+    device_module(args.device)  # a missing GPU fails here, before minutes of loading
     apply_recipe(args)
     crop = args.crop
     base = TrainConfig(data=args.data, classes=args.classes, images_per_class=args.images_per_class,
