@@ -65,7 +65,8 @@ RECIPES = {
     "species-baseline": ("species", "ordinary", []),
     "species-authors-x10": ("species", "interpretable", ["--filter-loss", "authors", "--lam", "10"]),
 }
-BASELINES = {"authors-x10-16ep": "baseline-16ep", "authors-x3-16ep": "baseline-16ep"}  # compared with the baseline of as many epochs
+# compared with the baseline of as many epochs
+BASELINES = {"authors-x10-16ep": "baseline-16ep", "authors-x3-16ep": "baseline-16ep"}
 SIZES = (64, 112)
 
 

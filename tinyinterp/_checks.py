@@ -1,5 +1,5 @@
 """Input checks shared by layers and losses: clear errors instead of silent broadcasting."""
-from .backend import get_array_module, is_gpu_array
+from .backend import device_of, get_array_module
 
 
 def check_array(owner, x, ndim, what="input"):
@@ -35,10 +35,9 @@ def check_finite(owner, x, what="input"):
 def check_same_device(owner, x, state, what="input"):
     """Raise ValueError when ``x`` and ``state`` (a parameter or buffer) live on different
     devices: NumPy and CuPy arrays do not mix, and CuPy's own error names neither."""
-    x_gpu, state_gpu = is_gpu_array(x), is_gpu_array(state)
-    if x_gpu != state_gpu:
-        where = {True: "gpu", False: "cpu"}
+    here, there = device_of(x), device_of(state)
+    if here != there:
         raise ValueError(
-            f"{owner}: got {what} on the {where[x_gpu]}, but its weights/state are on the "
-            f"{where[state_gpu]}; move one of them (.to({where[x_gpu]!r}) or ti.to_device)"
+            f"{owner}: got {what} on the {here}, but its weights/state are on the {there}; "
+            f"move one of them (.to({here!r}) or ti.to_device)"
         )
