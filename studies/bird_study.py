@@ -79,11 +79,11 @@ def pretrained_checkpoint(out, size, seed):
 
 
 def job_command(out, size, seed, recipe, data=DATA, pretrain_epochs=PRETRAIN_EPOCHS,
-                finetune_epochs=FINETUNE_EPOCHS):
+                finetune_epochs=FINETUNE_EPOCHS, device="cpu"):
     """The ``python -m tinyinterp train`` command of one job ("pretrain" or a recipe)."""
     cmd = [sys.executable, "-m", "tinyinterp", "train", "--data", str(data), "--size", str(size),
            "--seed", str(seed), "--out", str(run_dir(out, size, seed, recipe)), "--resume",
-           "--no-report"]
+           "--no-report", "--device", device]
     # the test pass after the last epoch only: the table's figures come from `evaluate`
     if recipe == "pretrain":
         return cmd + ["--task", "species", "--nets", "ordinary", "--protocol", "scratch",
@@ -94,15 +94,18 @@ def job_command(out, size, seed, recipe, data=DATA, pretrain_epochs=PRETRAIN_EPO
                   "--finetune-epochs", str(finetune_epochs), "--eval-every", str(finetune_epochs)] + extra
 
 
-def jobs_in_order(sizes, seeds, recipes):
+def jobs_in_order(sizes, seeds, recipes, seed_major=False):
     """(size, seed, recipe) in the order they run: per size, the pretrained nets first,
     then seed by seed the recipes in the order given (baseline and the first recipes of
-    every seed before the later ones)."""
+    every seed before the later ones); ``seed_major``: every recipe of the first seed,
+    then of the next (one seed of everything first, when time may run out)."""
     order = []
     for size in sizes:
         order += [(size, seed, "pretrain") for seed in seeds]
-        for recipe in recipes:
-            order += [(size, seed, recipe) for seed in seeds]
+        if seed_major:
+            order += [(size, seed, recipe) for seed in seeds for recipe in recipes]
+        else:
+            order += [(size, seed, recipe) for recipe in recipes for seed in seeds]
     return order
 
 
@@ -121,7 +124,7 @@ def run(args):
         return 0
     # a run already trained and evaluated is not started again (not even its evaluation),
     # nor one that stopped on a NaN loss, nor the recipes of a pretrained net that did
-    pending = [job for job in jobs_in_order(args.sizes, args.seeds, args.recipes)
+    pending = [job for job in jobs_in_order(args.sizes, args.seeds, args.recipes, args.seed_major)
                if not (_evaluated(args.out, *job) or _diverged(args.out, *job)
                        or _diverged(args.out, job[0], job[1], "pretrain"))]
 
@@ -131,8 +134,10 @@ def run(args):
             or _finished(args.out, size, seed)
 
     def commands(job):
-        return [job_command(args.out, *job, data=args.data, finetune_epochs=args.finetune_epochs),
-                [sys.executable, "-m", "tinyinterp", "evaluate", str(run_dir(args.out, *job))]]
+        return [job_command(args.out, *job, data=args.data, finetune_epochs=args.finetune_epochs,
+                            device=args.device),
+                [sys.executable, "-m", "tinyinterp", "evaluate", str(run_dir(args.out, *job)),
+                 "--device", args.device]]
 
     run_jobs(pending, ready, commands, lambda job: "{}px-s{}-{}".format(*job), Path(args.out) / "logs",
              worker_env(os.environ, args.jobs), args.jobs, ROOT)
@@ -147,7 +152,8 @@ def evaluate(args):
                if job[2] != "pretrain" and _finished(args.out, *job)]
 
     def commands(job):
-        return [[sys.executable, "-m", "tinyinterp", "evaluate", str(run_dir(args.out, *job))]]
+        return [[sys.executable, "-m", "tinyinterp", "evaluate", str(run_dir(args.out, *job)),
+                 "--device", args.device]]
 
     run_jobs(pending, lambda job, done: True, commands, lambda job: "{}px-s{}-{}-evaluate".format(*job),
              Path(args.out) / "logs", worker_env(os.environ, args.jobs), args.jobs, ROOT)
@@ -327,6 +333,10 @@ def main(argv=None):
     p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (each with one BLAS thread)")
     p.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                   help="where the runs train and are evaluated (gpu: CuPy; several --jobs share it)")
+    p.add_argument("--seed-major", action="store_true",
+                   help="every recipe of the first seed before the next seed (default: recipe by recipe)")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--out", default=str(ROOT / "runs" / "bird_study"))
     args = p.parse_args(argv)

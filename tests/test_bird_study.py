@@ -27,6 +27,18 @@ def test_every_recipe_runs_after_its_pretrained_net_and_from_it(tmp_path):
     assert species[species.index("--task") + 1] == "species"
 
 
+def test_seed_major_order_runs_one_seed_of_everything_first_and_device_reaches_the_command(tmp_path):
+    recipes = ["baseline", "authors-x10", "exact-1e-3"]
+    order = bs.jobs_in_order([112], [0, 1], recipes, seed_major=True)
+    assert order == [(112, 0, "pretrain"), (112, 1, "pretrain")] + \
+        [(112, 0, r) for r in recipes] + [(112, 1, r) for r in recipes]
+    assert sorted(order) == sorted(bs.jobs_in_order([112], [0, 1], recipes))
+    gpu = bs.job_command(tmp_path, 112, 0, "baseline", device="gpu")
+    assert gpu[gpu.index("--device") + 1] == "gpu"
+    cpu = bs.job_command(tmp_path, 112, 0, "baseline")
+    assert cpu[cpu.index("--device") + 1] == "cpu"
+
+
 def test_runs_start_without_the_blas_pins():
     parent = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512", "PATH": "/bin"}
     env = bs.worker_env(parent, jobs=2)
@@ -136,7 +148,8 @@ def test_run_skips_jobs_already_trained_and_evaluated(tmp_path, monkeypatch):
     started = []
     monkeypatch.setattr(bs, "run_jobs", lambda pending, *a, **k: started.extend(pending))
     args = argparse.Namespace(data=str(tmp_path), out=tmp_path, sizes=[64], seeds=[0], jobs=1,
-                              recipes=["baseline", "authors-x10"], finetune_epochs=8)
+                              recipes=["baseline", "authors-x10"], finetune_epochs=8,
+                              device="cpu", seed_major=False)
     assert bs.run(args) == 0
     # the pretrained net was never evaluated, authors-x10 never finished: both run again
     assert started == [(64, 0, "pretrain"), (64, 0, "authors-x10")]
@@ -181,8 +194,8 @@ def test_evaluate_reruns_every_trained_run_and_nothing_else(tmp_path, monkeypatc
     monkeypatch.setattr(bs, "run_jobs", lambda pending, ready, commands, *a: calls.extend(
         (job, commands(job)) for job in pending))
     args = argparse.Namespace(out=tmp_path, sizes=[64], seeds=[0, 1], jobs=2,
-                              recipes=["baseline", "authors-x10", "authors-x3"])
+                              recipes=["baseline", "authors-x10", "authors-x3"], device="cpu")
     assert bs.evaluate(args) == 0
     assert [job for job, _ in calls] == [(64, 0, "baseline"), (64, 1, "authors-x3")]
     (argv,), = [cmds for job, cmds in calls if job == (64, 0, "baseline")]
-    assert argv[-2:] == ["evaluate", str(bs.run_dir(tmp_path, 64, 0, "baseline"))]
+    assert argv[-4:] == ["evaluate", str(bs.run_dir(tmp_path, 64, 0, "baseline")), "--device", "cpu"]
