@@ -11,6 +11,7 @@ masks.
 
     python studies/bird_study.py run --jobs 2                 # everything (many hours)
     python studies/bird_study.py run --jobs 2 --sizes 64 --seeds 0 --recipes baseline authors-x10
+    python studies/bird_study.py run --device gpu --seed-major --jobs 12 --sizes 112   # on a GPU (MPS on)
     python studies/bird_study.py evaluate --jobs 2            # evaluate every trained run again
     python studies/bird_study.py table                        # studies/README.md's tables
     python studies/bird_study.py figure --sizes 64 --seeds 0 --recipes authors-x10   # pictures
