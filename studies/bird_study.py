@@ -149,8 +149,13 @@ def evaluate(args):
     """Evaluate again every run of the selection that has trained all its epochs (after a
     change to ``evaluate``, e.g. a new column): ``python -m tinyinterp evaluate`` on each,
     ``--jobs`` at a time, logged to ``logs/<run>-evaluate.log``."""
-    pending = [job for job in jobs_in_order(args.sizes, args.seeds, args.recipes)
+    trained = [job for job in jobs_in_order(args.sizes, args.seeds, args.recipes)
                if job[2] != "pretrain" and _finished(args.out, *job)]
+    # runs trained on another machine may have brought back their evaluation only
+    pending = [job for job in trained if _checkpoint(args.out, *job).is_file()]
+    for job in trained:
+        if job not in pending:
+            print("{}px-s{}-{}: no checkpoint here (trained elsewhere), its evaluation stays".format(*job))
 
     def commands(job):
         return [[sys.executable, "-m", "tinyinterp", "evaluate", str(run_dir(args.out, *job)),
@@ -159,6 +164,10 @@ def evaluate(args):
     run_jobs(pending, lambda job, done: True, commands, lambda job: "{}px-s{}-{}-evaluate".format(*job),
              Path(args.out) / "logs", worker_env(os.environ, args.jobs), args.jobs, ROOT)
     return 0
+
+
+def _checkpoint(out, size, seed, recipe):
+    return run_dir(out, size, seed, recipe) / RECIPES[recipe][1] / "checkpoint.npz"
 
 
 def _finished(out, size, seed, recipe="pretrain"):

@@ -181,12 +181,15 @@ def test_longer_fine_tuning_is_compared_with_the_baseline_of_as_many_epochs(tmp_
     assert cmd[flags[-1] + 1] == "16"  # the recipe's flag comes last and wins
 
 
-def test_evaluate_reruns_every_trained_run_and_nothing_else(tmp_path, monkeypatch):
+def test_evaluate_reruns_every_trained_run_and_nothing_else(tmp_path, monkeypatch, capsys):
     import argparse
 
     fake_run(tmp_path, "baseline", 0, 0.9, 0.10)
     fake_run(tmp_path, "authors-x10", 0, 0.85, 0.05, finished=False)
     fake_run(tmp_path, "authors-x3", 1, 0.85, 0.05)
+    fake_run(tmp_path, "authors-x3", 0, 0.85, 0.05)  # trained elsewhere: no checkpoint here
+    for recipe, seed in [("baseline", 0), ("authors-x10", 0), ("authors-x3", 1)]:
+        (bs.run_dir(tmp_path, 64, seed, recipe) / bs.RECIPES[recipe][1] / "checkpoint.npz").write_bytes(b"")
     pre = bs.run_dir(tmp_path, 64, 0, "pretrain") / "ordinary"
     pre.mkdir(parents=True)
     (pre / "metrics.json").write_text(json.dumps({"config": {"epochs": 1}, "history": [{"epoch": 1}]}))
@@ -197,5 +200,6 @@ def test_evaluate_reruns_every_trained_run_and_nothing_else(tmp_path, monkeypatc
                               recipes=["baseline", "authors-x10", "authors-x3"], device="cpu")
     assert bs.evaluate(args) == 0
     assert [job for job, _ in calls] == [(64, 0, "baseline"), (64, 1, "authors-x3")]
+    assert "64px-s0-authors-x3: no checkpoint here" in capsys.readouterr().out
     (argv,), = [cmds for job, cmds in calls if job == (64, 0, "baseline")]
     assert argv[-4:] == ["evaluate", str(bs.run_dir(tmp_path, 64, 0, "baseline")), "--device", "cpu"]
