@@ -166,14 +166,19 @@ def evaluate(args):
     return 0
 
 
+def _net_dir(out, size, seed, recipe):
+    """The folder of a job's net: ordinary for "pretrain", else the recipe's net."""
+    net = "ordinary" if recipe == "pretrain" else RECIPES[recipe][1]
+    return run_dir(out, size, seed, recipe) / net
+
+
 def _checkpoint(out, size, seed, recipe):
-    return run_dir(out, size, seed, recipe) / RECIPES[recipe][1] / "checkpoint.npz"
+    return _net_dir(out, size, seed, recipe) / "checkpoint.npz"
 
 
 def _finished(out, size, seed, recipe="pretrain"):
     """Whether the net of a job (the pretrained net of (size, seed) by default) ran all its epochs."""
-    net = "ordinary" if recipe == "pretrain" else RECIPES[recipe][1]
-    metrics = run_dir(out, size, seed, recipe) / net / "metrics.json"
+    metrics = _net_dir(out, size, seed, recipe) / "metrics.json"
     if not metrics.is_file():
         return False
     m = json.loads(metrics.read_text())
@@ -183,8 +188,7 @@ def _finished(out, size, seed, recipe="pretrain"):
 def _diverged(out, size, seed, recipe):
     """Whether a job's training stopped on a NaN loss (it would again: a run is deterministic
     on one engine, and ``train`` clears the mark when a run is tried again by hand)."""
-    net = "ordinary" if recipe == "pretrain" else RECIPES[recipe][1]
-    return (run_dir(out, size, seed, recipe) / net / "diverged.json").is_file()
+    return (_net_dir(out, size, seed, recipe) / "diverged.json").is_file()
 
 
 def _evaluated(out, size, seed, recipe):
