@@ -86,6 +86,22 @@ def test_negatives_from_constructed_photos(tmp_path):
     assert not ((img[:, 0] > 200) & (img[:, 1] < 50)).any()  # no red pixel
 
 
+
+def test_each_photo_is_decoded_once_for_its_positive_and_its_negative(tmp_path, monkeypatch):
+    import tinyinterp.data.cub as cub
+
+    root = write_cub(tmp_path / "cub")
+    decoded = []
+    real = cub._decode_rgb
+    monkeypatch.setattr(cub, "_decode_rgb", lambda path, *a: decoded.append(Path(path).name) or real(path, *a))
+    ds = load_bird_task(root, size=16)
+    assert len(decoded) == (ds.labels == 1).sum() == 7 and len(set(decoded)) == 7
+    # bad arguments are refused as load_cub refuses them
+    with pytest.raises(ValueError, match="size >= 1"):
+        load_bird_task(root, size=0)
+    with pytest.raises(CubFormatError, match="does not exist"):
+        load_bird_task(tmp_path / "nowhere")
+
 def test_folder_negatives_split_deterministically_and_bad_files_are_named(tmp_path):
     root = write_cub(tmp_path / "cub")
     folder = tmp_path / "neg"

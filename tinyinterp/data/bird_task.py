@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cub import (CubDataset, CubFormatError, _crop_region, _decode_rgb, _open_rgb, _read_metadata,
-                  _select_classes, _select_images, load_cub)
+from .cub import CubDataset, CubFormatError, _build, _decode_rgb, _load_args
 
 CLASS_NAMES = ("not a bird", "bird")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -60,37 +59,39 @@ def background_square(box, width, height, neg_margin=0.05, max_side=None):
     return best if best_side > 0 else None
 
 
-def _background_negatives(root, meta, image_ids, size, margin, neg_margin, min_fraction):
-    """(images, photo ids, is_train, report) of the background crops of ``image_ids``."""
-    images, ids, train, sides, pos_sides = [], [], [], [], []
-    skipped = 0
-    for img_id in image_ids:
-        lineno, (relpath,) = meta["images"][img_id]
-        im, _ = _open_rgb(root, relpath, lineno)
-        box = meta["boxes"][img_id][1]
-        region, _ = _crop_region(box, im.width, im.height, "box", margin)
-        if region is None:
-            skipped += 1
-            continue
+class _BackgroundCrops:
+    """The background negatives, collected through ``_build``'s ``on_photo`` as each photo
+    is decoded for its positive (so every photo is decoded once, not twice)."""
+
+    def __init__(self, size, neg_margin, min_fraction):
+        self.size, self.neg_margin, self.min_fraction = size, neg_margin, min_fraction
+        self.images, self.ids, self.train, self.sides, self.pos_sides = [], [], [], [], []
+        self.skipped = 0
+
+    def __call__(self, meta, img_id, im, region):
         pos_side = float(np.sqrt((region[2] - region[0]) * (region[3] - region[1])))
-        square = background_square(box, im.width, im.height, neg_margin, max_side=pos_side)
-        if square is None or square[2] - square[0] < min_fraction * max(im.width, im.height):
-            skipped += 1
-            continue
-        images.append(np.asarray(im.resize((size, size), Image.BILINEAR, box=square)))
-        ids.append(img_id)
-        train.append(meta["split"][img_id][1][0])
-        sides.append(square[2] - square[0])
-        pos_sides.append(pos_side)
-    sides, pos_sides = np.array(sides), np.array(pos_sides)
-    report = {"source": "background crops", "made": len(ids), "skipped_too_full": skipped,
-              "neg_margin": neg_margin, "min_fraction": min_fraction}
-    if len(ids):
-        report.update(side_px_mean=round(float(sides.mean()), 1),
-                      positive_side_px_mean=round(float(pos_sides.mean()), 1),
-                      side_to_positive_median=round(float(np.median(sides / pos_sides)), 3),
-                      as_large_as_positive=int((sides >= pos_sides - 1e-6).sum()))
-    return images, ids, train, report
+        box = meta["boxes"][img_id][1]
+        square = background_square(box, im.width, im.height, self.neg_margin, max_side=pos_side)
+        if square is None or square[2] - square[0] < self.min_fraction * max(im.width, im.height):
+            self.skipped += 1
+            return
+        self.images.append(np.asarray(im.resize((self.size, self.size), Image.BILINEAR, box=square)))
+        self.ids.append(img_id)
+        self.train.append(meta["split"][img_id][1][0])
+        self.sides.append(square[2] - square[0])
+        self.pos_sides.append(pos_side)
+
+    def report(self):
+        sides, pos_sides = np.array(self.sides), np.array(self.pos_sides)
+        report = {"source": "background crops", "made": len(self.ids),
+                  "skipped_too_full": self.skipped, "neg_margin": self.neg_margin,
+                  "min_fraction": self.min_fraction}
+        if len(self.ids):
+            report.update(side_px_mean=round(float(sides.mean()), 1),
+                          positive_side_px_mean=round(float(pos_sides.mean()), 1),
+                          side_to_positive_median=round(float(np.median(sides / pos_sides)), 3),
+                          as_large_as_positive=int((sides >= pos_sides - 1e-6).sum()))
+        return report
 
 
 def _folder_negatives(folder, size):
@@ -122,20 +123,18 @@ def load_bird_task(root, classes=None, images_per_class=None, size=64, margin=0.
     of non-bird images. neg_margin, min_fraction: see the module docstring. Negatives'
     ``image_ids`` are their photo's id (background) or -1, -2, ... (folder); their
     landmarks are invisible. ``report`` is the positives' report plus "negatives"."""
-    pos = load_cub(root, classes=classes, images_per_class=images_per_class, size=size,
-                   crop="box", margin=margin)
+    root, args = _load_args(root, classes, images_per_class, size, "box", margin)
     if negatives is None:
-        meta = _read_metadata(root)
-        class_ids = _select_classes(classes, meta["classes"])
-        image_ids, _, _ = _select_images(meta, class_ids, images_per_class)
-        imgs, ids, train, neg_report = _background_negatives(root, meta, image_ids, size, margin,
-                                                             neg_margin, min_fraction)
+        crops = _BackgroundCrops(size, neg_margin, min_fraction)
+        pos = _build(root, **args, on_photo=crops)
+        imgs, ids, train, neg_report = crops.images, crops.ids, crops.train, crops.report()
     else:
+        pos = _build(root, **args)
         imgs, ids, train, neg_report = _folder_negatives(negatives, size)
     n_pos, n_neg = len(pos), len(ids)
     P = len(pos.part_names)
     neg_images = np.stack(imgs) if imgs else np.zeros((0, size, size, 3), np.uint8)
-    report = dict(pos.report, task="bird", positives=n_pos, negatives=neg_report)
+    report = dict(pos.report, cache="off", task="bird", positives=n_pos, negatives=neg_report)
     return CubDataset(
         images=np.concatenate([pos.images, neg_images]),
         labels=np.concatenate([np.ones(n_pos, np.int64), np.zeros(n_neg, np.int64)]),

@@ -283,8 +283,12 @@ def _map_landmarks(meta, img_id, part_ids, region, size):
     return pts, vis, missing, lost
 
 
-def _decode_all(root, meta, image_ids, part_ids, size, crop, margin):
-    """Decode, crop, resize every selected image; returns arrays and counters."""
+def _decode_all(root, meta, image_ids, part_ids, size, crop, margin, on_photo=None):
+    """Decode, crop, resize every selected image; returns arrays and counters.
+
+    ``on_photo(meta, img_id, photo, region)``, when given, sees every decoded photo and
+    its crop region, so that a second crop is taken without decoding the photo again
+    (bird vs. not's background negatives)."""
     n, p = len(image_ids), len(part_ids)
     images = np.zeros((n, size, size, 3), np.uint8)
     landmarks = np.zeros((n, p, 2), np.float32)
@@ -300,6 +304,8 @@ def _decode_all(root, meta, image_ids, part_ids, size, crop, margin):
             raise CubFormatError(f"bounding_boxes.txt, line {box_line}: box of image {img_id} "
                                  f"lies outside its {im.width} x {im.height} image")
         images[i] = np.asarray(im.resize((size, size), Image.BILINEAR, box=region))
+        if on_photo is not None:
+            on_photo(meta, img_id, im, region)
         landmarks[i], visible[i], missing, lost = _map_landmarks(
             meta, img_id, part_ids, region, size)
         counts["boxes_clipped"] += clipped
@@ -461,13 +467,13 @@ def _load_cache(path):
 
 # -------------------------------------------------------------------------------- load
 
-def _build(root, classes, images_per_class, size, crop, margin):
+def _build(root, classes, images_per_class, size, crop, margin, on_photo=None):
     meta = _read_metadata(root)
     class_ids = _select_classes(classes, meta["classes"])
     image_ids, skipped, empty = _select_images(meta, class_ids, images_per_class)
     part_ids = sorted(meta["parts"])
     images, landmarks, visible, counts = _decode_all(
-        root, meta, image_ids, part_ids, size, crop, margin)
+        root, meta, image_ids, part_ids, size, crop, margin, on_photo)
     label_of = {c: k for k, c in enumerate(class_ids)}
     report = {"images_listed": len(meta["images"]), "images_read": len(image_ids),
               **counts, "skipped": skipped, "empty_classes": empty,
@@ -483,17 +489,9 @@ def _build(root, classes, images_per_class, size, crop, margin):
         part_names=[meta["parts"][p][1][0] for p in part_ids], report=report)
 
 
-def load_cub(root, classes=None, images_per_class=None, size=64, crop="box", margin=0.1,
-             cache_dir=None):
-    """Load a CUB-layout folder into a :class:`CubDataset` (see the module docstring).
-
-    classes: None (all), an int k (the first k class ids, sorted) or a list of class ids
-    (labels follow the list's order). images_per_class: None or a cap per class (the
-    lowest image ids; each keeps its official split flag). size: output side in pixels.
-    crop: "box" (bird box + ``margin``) or "whole" (whole image); both stretch to square.
-    cache_dir: when given, decoded arrays are cached there as one .npz per
-    (folder listing, arguments).
-    """
+def _load_args(root, classes, images_per_class, size, crop, margin):
+    """load_cub's arguments checked and normalised -> (root as a Path, the dict of
+    _build's arguments that also keys the cache)."""
     root = Path(root)
     if crop not in ("box", "whole"):
         raise ValueError(f"crop must be 'box' or 'whole', got {crop!r}")
@@ -509,6 +507,21 @@ def load_cub(root, classes=None, images_per_class=None, size=64, crop="box", mar
         classes = int(classes)
     args = dict(classes=classes, images_per_class=images_per_class, size=int(size),
                 crop=crop, margin=float(margin))
+    return root, args
+
+
+def load_cub(root, classes=None, images_per_class=None, size=64, crop="box", margin=0.1,
+             cache_dir=None):
+    """Load a CUB-layout folder into a :class:`CubDataset` (see the module docstring).
+
+    classes: None (all), an int k (the first k class ids, sorted) or a list of class ids
+    (labels follow the list's order). images_per_class: None or a cap per class (the
+    lowest image ids; each keeps its official split flag). size: output side in pixels.
+    crop: "box" (bird box + ``margin``) or "whole" (whole image); both stretch to square.
+    cache_dir: when given, decoded arrays are cached there as one .npz per
+    (folder listing, arguments).
+    """
+    root, args = _load_args(root, classes, images_per_class, size, crop, margin)
     if cache_dir is None:
         ds = _build(root, **args)
         ds.report["cache"] = "off"
