@@ -339,7 +339,7 @@ def figure(args):
     return 0
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["run", "evaluate", "table", "figure"])
     p.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
@@ -353,7 +353,11 @@ def main(argv=None):
                    help="every recipe of the first seed before the next seed (default: recipe by recipe)")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--out", default=str(ROOT / "runs" / "bird_study"))
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     return {"run": run, "evaluate": evaluate, "table": table, "figure": figure}[args.command](args)
 
 

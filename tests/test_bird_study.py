@@ -119,8 +119,6 @@ def test_a_run_that_calls_every_image_a_bird_is_counted_apart_from_the_means(tmp
 
 
 def test_figure_puts_the_baseline_and_the_recipe_side_by_side(tmp_path):
-    import argparse
-
     from tinyinterp.runs import TrainConfig
     from tinyinterp.train import train_one
 
@@ -129,7 +127,8 @@ def test_figure_puts_the_baseline_and_the_recipe_side_by_side(tmp_path):
     train_one(TrainConfig(**tiny), bs.run_dir(tmp_path, 32, 0, "baseline") / "ordinary", log=lambda *_: None)
     train_one(TrainConfig(**tiny, interpretable=True, mask_options={"gradient": "authors", "lam": 10}),
               bs.run_dir(tmp_path, 32, 0, "authors-x10") / "interpretable", log=lambda *_: None)
-    args = argparse.Namespace(sizes=[32], seeds=[0], recipes=["authors-x10", "authors-x30"], out=tmp_path)
+    args = bs.parse_args(["figure", "--sizes", "32", "--seeds", "0", "--recipes", "authors-x10", "authors-x30",
+                          "--out", str(tmp_path)])
     assert bs.figure(args) == 0
     folder = bs.run_dir(tmp_path, 32, 0, "figure-authors-x10")
     assert set(json.loads((folder / "evaluation.json").read_text())) == {"ordinary", "interpretable"}
@@ -138,8 +137,6 @@ def test_figure_puts_the_baseline_and_the_recipe_side_by_side(tmp_path):
 
 
 def test_run_skips_jobs_already_trained_and_evaluated(tmp_path, monkeypatch):
-    import argparse
-
     fake_run(tmp_path, "baseline", 0, 0.9, 0.10)
     fake_run(tmp_path, "authors-x10", 0, 0.85, 0.05, finished=False)
     pre = bs.run_dir(tmp_path, 64, 0, "pretrain") / "ordinary"
@@ -147,9 +144,8 @@ def test_run_skips_jobs_already_trained_and_evaluated(tmp_path, monkeypatch):
     (pre / "metrics.json").write_text(json.dumps({"config": {"epochs": 1}, "history": [{"epoch": 1}]}))
     started = []
     monkeypatch.setattr(bs, "run_jobs", lambda pending, *a, **k: started.extend(pending))
-    args = argparse.Namespace(data=str(tmp_path), out=tmp_path, sizes=[64], seeds=[0], jobs=1,
-                              recipes=["baseline", "authors-x10"], finetune_epochs=8,
-                              device="cpu", seed_major=False)
+    args = bs.parse_args(["run", "--data", str(tmp_path), "--out", str(tmp_path), "--sizes", "64",
+                          "--seeds", "0", "--recipes", "baseline", "authors-x10", "--finetune-epochs", "8"])
     assert bs.run(args) == 0
     # the pretrained net was never evaluated, authors-x10 never finished: both run again
     assert started == [(64, 0, "pretrain"), (64, 0, "authors-x10")]
@@ -182,8 +178,6 @@ def test_longer_fine_tuning_is_compared_with_the_baseline_of_as_many_epochs(tmp_
 
 
 def test_evaluate_reruns_every_trained_run_and_nothing_else(tmp_path, monkeypatch, capsys):
-    import argparse
-
     fake_run(tmp_path, "baseline", 0, 0.9, 0.10)
     fake_run(tmp_path, "authors-x10", 0, 0.85, 0.05, finished=False)
     fake_run(tmp_path, "authors-x3", 1, 0.85, 0.05)
@@ -196,8 +190,8 @@ def test_evaluate_reruns_every_trained_run_and_nothing_else(tmp_path, monkeypatc
     calls = []
     monkeypatch.setattr(bs, "run_jobs", lambda pending, ready, commands, *a: calls.extend(
         (job, commands(job)) for job in pending))
-    args = argparse.Namespace(out=tmp_path, sizes=[64], seeds=[0, 1], jobs=2,
-                              recipes=["baseline", "authors-x10", "authors-x3"], device="cpu")
+    args = bs.parse_args(["evaluate", "--out", str(tmp_path), "--sizes", "64", "--seeds", "0", "1",
+                          "--jobs", "2", "--recipes", "baseline", "authors-x10", "authors-x3"])
     assert bs.evaluate(args) == 0
     assert [job for job, _ in calls] == [(64, 0, "baseline"), (64, 1, "authors-x3")]
     assert "64px-s0-authors-x3: no checkpoint here" in capsys.readouterr().out
