@@ -86,7 +86,6 @@ def test_negatives_from_constructed_photos(tmp_path):
     assert not ((img[:, 0] > 200) & (img[:, 1] < 50)).any()  # no red pixel
 
 
-
 def test_each_photo_is_decoded_once_for_its_positive_and_its_negative(tmp_path, monkeypatch):
     import tinyinterp.data.cub as cub
 
@@ -101,6 +100,7 @@ def test_each_photo_is_decoded_once_for_its_positive_and_its_negative(tmp_path, 
         load_bird_task(root, size=0)
     with pytest.raises(CubFormatError, match="does not exist"):
         load_bird_task(tmp_path / "nowhere")
+
 
 def test_folder_negatives_split_deterministically_and_bad_files_are_named(tmp_path):
     root = write_cub(tmp_path / "cub")
