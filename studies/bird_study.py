@@ -66,17 +66,37 @@ RECIPES = {
     "species-baseline": ("species", "ordinary", []),
     "species-authors-x10": ("species", "interpretable", ["--filter-loss", "authors", "--lam", "10"]),
 }
-# compared with the baseline of as many epochs
-BASELINES = {"authors-x10-16ep": "baseline-16ep", "authors-x3-16ep": "baseline-16ep"}
+# Levers for part filters at the paper's strength, each against a fair baseline fine-tuned
+# exactly as long from the same kind of stage-1 net with the same padding.
+REPLICATE = ["--padding-mode", "replicate"]
+RECIPES.update({
+    "baseline-replicate-16ep": ("bird", "ordinary", REPLICATE + ["--finetune-epochs", "16",
+                                                                 "--eval-every", "16"]),
+    "authors-x10-replicate-16ep": ("bird", "interpretable", REPLICATE + [
+        "--filter-loss", "authors", "--lam", "10", "--finetune-epochs", "16", "--eval-every", "16"]),
+})
+# compared with the baseline of as many epochs (and the same padding)
+BASELINES = {"authors-x10-16ep": "baseline-16ep", "authors-x3-16ep": "baseline-16ep",
+             "authors-x10-replicate-16ep": "baseline-replicate-16ep"}
+# the stage-1 nets: name -> extra train flags; a recipe fine-tunes "pretrain" unless
+# PRETRAIN_OF names another (its padding mode must be the recipe's: the whole net alike)
+PRETRAINS = {"pretrain": [], "pretrain-replicate": REPLICATE}
+PRETRAIN_OF = {"baseline-replicate-16ep": "pretrain-replicate",
+               "authors-x10-replicate-16ep": "pretrain-replicate"}
 SIZES = (64, 112)
+
+
+def pretrain_of(recipe):
+    """The stage-1 net a job starts from (a stage-1 job: itself)."""
+    return recipe if recipe in PRETRAINS else PRETRAIN_OF.get(recipe, "pretrain")
 
 
 def run_dir(out, size, seed, recipe):
     return Path(out) / f"{size}px" / f"s{seed}" / recipe
 
 
-def pretrained_checkpoint(out, size, seed):
-    return run_dir(out, size, seed, "pretrain") / "ordinary" / "checkpoint.npz"
+def pretrained_checkpoint(out, size, seed, pretrain="pretrain"):
+    return run_dir(out, size, seed, pretrain) / "ordinary" / "checkpoint.npz"
 
 
 def job_command(out, size, seed, recipe, data=DATA, pretrain_epochs=PRETRAIN_EPOCHS,
@@ -86,23 +106,25 @@ def job_command(out, size, seed, recipe, data=DATA, pretrain_epochs=PRETRAIN_EPO
            "--seed", str(seed), "--out", str(run_dir(out, size, seed, recipe)), "--resume",
            "--no-report", "--device", device]
     # the test pass after the last epoch only: the table's figures come from `evaluate`
-    if recipe == "pretrain":
+    if recipe in PRETRAINS:
         return cmd + ["--task", "species", "--nets", "ordinary", "--protocol", "scratch",
-                      "--epochs", str(pretrain_epochs), "--eval-every", str(pretrain_epochs)]
+                      "--epochs", str(pretrain_epochs), "--eval-every", str(pretrain_epochs)] \
+            + PRETRAINS[recipe]
     task, nets, extra = RECIPES[recipe]
     return cmd + ["--task", task, "--nets", nets, "--protocol", "finetune",
-                  "--pretrained", str(pretrained_checkpoint(out, size, seed)),
+                  "--pretrained", str(pretrained_checkpoint(out, size, seed, pretrain_of(recipe))),
                   "--finetune-epochs", str(finetune_epochs), "--eval-every", str(finetune_epochs)] + extra
 
 
 def jobs_in_order(sizes, seeds, recipes, seed_major=False):
-    """(size, seed, recipe) in the order they run: per size, the pretrained nets first,
-    then seed by seed the recipes in the order given (baseline and the first recipes of
-    every seed before the later ones); ``seed_major``: every recipe of the first seed,
-    then of the next (one seed of everything first, when time may run out)."""
+    """(size, seed, recipe) in the order they run: per size, the pretrained nets the
+    recipes need first, then seed by seed the recipes in the order given (baseline and the
+    first recipes of every seed before the later ones); ``seed_major``: every recipe of
+    the first seed, then of the next (one seed of everything first, when time may run out)."""
     order = []
+    pretrains = [name for name in PRETRAINS if any(pretrain_of(r) == name for r in recipes)]
     for size in sizes:
-        order += [(size, seed, "pretrain") for seed in seeds]
+        order += [(size, seed, name) for name in pretrains for seed in seeds]
         if seed_major:
             order += [(size, seed, recipe) for seed in seeds for recipe in recipes]
         else:
@@ -127,12 +149,13 @@ def run(args):
     # nor one that stopped on a NaN loss, nor the recipes of a pretrained net that did
     pending = [job for job in jobs_in_order(args.sizes, args.seeds, args.recipes, args.seed_major)
                if not (_evaluated(args.out, *job) or _diverged(args.out, *job)
-                       or _diverged(args.out, job[0], job[1], "pretrain"))]
+                       or _diverged(args.out, job[0], job[1], pretrain_of(job[2])))]
 
     def ready(job, done):
         size, seed, recipe = job
-        return recipe == "pretrain" or (size, seed, "pretrain") in done \
-            or _finished(args.out, size, seed)
+        pretrain = pretrain_of(recipe)
+        return recipe == pretrain or (size, seed, pretrain) in done \
+            or _finished(args.out, size, seed, pretrain)
 
     def commands(job):
         return [job_command(args.out, *job, data=args.data, finetune_epochs=args.finetune_epochs,
@@ -150,7 +173,7 @@ def evaluate(args):
     change to ``evaluate``, e.g. a new column): ``python -m tinyinterp evaluate`` on each,
     ``--jobs`` at a time, logged to ``logs/<run>-evaluate.log``."""
     trained = [job for job in jobs_in_order(args.sizes, args.seeds, args.recipes)
-               if job[2] != "pretrain" and _finished(args.out, *job)]
+               if job[2] not in PRETRAINS and _finished(args.out, *job)]
     # runs trained on another machine may have brought back their evaluation only
     pending = [job for job in trained if _checkpoint(args.out, *job).is_file()]
     for job in trained:
@@ -167,8 +190,8 @@ def evaluate(args):
 
 
 def _net_dir(out, size, seed, recipe):
-    """The folder of a job's net: ordinary for "pretrain", else the recipe's net."""
-    net = "ordinary" if recipe == "pretrain" else RECIPES[recipe][1]
+    """The folder of a job's net: ordinary for a stage-1 net, else the recipe's net."""
+    net = "ordinary" if recipe in PRETRAINS else RECIPES[recipe][1]
     return run_dir(out, size, seed, recipe) / net
 
 

@@ -13,10 +13,22 @@ from jobs import run_jobs  # noqa: E402
 
 def test_every_recipe_runs_after_its_pretrained_net_and_from_it(tmp_path):
     order = bs.jobs_in_order([64, 112], [0, 1, 2], list(bs.RECIPES))
-    assert len(order) == len(set(order)) == 2 * 3 * (len(bs.RECIPES) + 1)
+    assert len(order) == len(set(order)) == 2 * 3 * (len(bs.RECIPES) + len(bs.PRETRAINS))
     for i, (size, seed, recipe) in enumerate(order):
-        if recipe != "pretrain":
-            assert order.index((size, seed, "pretrain")) < i
+        if recipe not in bs.PRETRAINS:
+            assert order.index((size, seed, bs.pretrain_of(recipe))) < i
+    # a recipe with its own stage-1 net starts from that net, trained with its padding
+    cmd = bs.job_command(tmp_path, 64, 1, "authors-x10-replicate-16ep")
+    pre = bs.pretrained_checkpoint(tmp_path, 64, 1, "pretrain-replicate")
+    assert Path(cmd[cmd.index("--pretrained") + 1]) == pre
+    assert cmd[cmd.index("--padding-mode") + 1] == "replicate"
+    stage1 = bs.job_command(tmp_path, 64, 1, "pretrain-replicate")
+    assert stage1[stage1.index("--padding-mode") + 1] == "replicate"
+    assert bs.BASELINES["authors-x10-replicate-16ep"] == "baseline-replicate-16ep"
+    assert bs.pretrain_of("baseline-replicate-16ep") == "pretrain-replicate"
+    # only the stage-1 nets the selection needs
+    assert [j for j in bs.jobs_in_order([64], [0], ["baseline"]) if j[2] in bs.PRETRAINS] == \
+        [(64, 0, "pretrain")]
     cmd = bs.job_command(tmp_path, 112, 2, "authors-x30")
     assert Path(cmd[cmd.index("--pretrained") + 1]) == bs.pretrained_checkpoint(tmp_path, 112, 2)
     assert cmd[cmd.index("--task") + 1] == "bird" and cmd[cmd.index("--lam") + 1] == "30"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from strategies import (
     XP_SETTINGS,
@@ -141,3 +142,25 @@ def test_logistic_loss_matches_torch(xp, case):
     tl.backward()
     assert_close(value, tl, "loss")
     assert_close(grad, tz.grad, "dlogits")
+
+
+@XP_SETTINGS
+@given(case=conv_cases(), mode=st.sampled_from(["replicate", "reflect"]))
+def test_conv2d_padding_mode_matches_torch(xp, case, mode):
+    """Our padding modes are torch's Conv2d(padding_mode=...) of the same names."""
+    assume(mode != "reflect" or (case.PH < case.H and case.PW < case.W))
+    x, w, b, dout = case.arrays()
+    layer = Conv2d(case.C, case.OC, case.kernel, stride=case.stride, padding=case.pad,
+                   padding_mode=mode)
+    layer.params["W"], layer.params["b"] = xp.asarray(w), xp.asarray(b)
+    y = layer.forward(xp.asarray(x))
+    dx = layer.backward(xp.asarray(dout))
+
+    tx, tw, tb = leaf(x), leaf(w), leaf(b)
+    ty = F.conv2d(F.pad(tx, (case.PW, case.PW, case.PH, case.PH), mode=mode), tw, tb,
+                  stride=case.stride)
+    ty.backward(torch.from_numpy(dout))
+    assert_close(y, ty, "y")
+    assert_close(dx, tx.grad, "dx")
+    assert_close(layer.grads["W"], tw.grad, "dW")
+    assert_close(layer.grads["b"], tb.grad, "db")

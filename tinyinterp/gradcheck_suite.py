@@ -40,6 +40,14 @@ def engine_cases(seed=0):
                            name="LogisticLoss (0/1, multi-output)"))
     rows.append(check_loss(LogisticLoss(), 5 * rng.standard_normal(6), rng.choice([-1, 1], 6),
                            name="LogisticLoss (+-1, single output)"))
+    # the frame filled from the image: the fast engine's geometry and a strided one
+    # (a generator of their own, so the rows above draw what they always drew)
+    pad_rng = host_rng(seed + 1)
+    for mode in ("replicate", "reflect"):
+        rows.append(check_layer(Conv2d(3, 4, 3, padding=1, rng=4, padding_mode=mode),
+                                pad_rng.standard_normal((2, 3, 6, 5))))
+        rows.append(check_layer(Conv2d(2, 3, (3, 2), stride=2, padding=(2, 1), rng=5, padding_mode=mode),
+                                pad_rng.standard_normal((2, 2, 7, 6))))
     return rows
 
 

@@ -94,13 +94,15 @@ class Layer:
 # (OC, N, H, W) array. Element-wise layers keep that layout, so the next conv reads its
 # input channel by channel without a transposing copy.
 
-def conv2d_forward(x, weight, bias, stride=1, pad=0, relu=False):
+def conv2d_forward(x, weight, bias, stride=1, pad=0, relu=False, padding_mode="zeros"):
     """y[n, o] = sum_c x_pad[n, c] (*) weight[o, c] + bias[o], as one matrix product.
 
     Args:
         x: (N, C, H, W). weight: (OC, C, KH, KW). bias: (OC,).
         relu: return max(y, 0) instead, the conv and a ReLU after it in one function
             (``Sequential`` fuses them this way). Its backward then takes dL/d(max(y, 0)).
+        padding_mode: what x_pad holds beyond the image: "zeros", or the image's own
+            pixels, "replicate" or "reflect" (:func:`pad2d`).
     Returns:
         y: (N, OC, OH, OW) and the cache for :func:`conv2d_backward`.
     """
@@ -108,6 +110,9 @@ def conv2d_forward(x, weight, bias, stride=1, pad=0, relu=False):
     OC, _, KH, KW = weight.shape
     SH, SW = pair(stride)
     PH, PW = pair(pad)
+    check_padding_mode(padding_mode, (H, W), (PH, PW))
+    if padding_mode != "zeros" and (PH or PW):
+        return _padded_conv_forward(x, weight, bias, (SH, SW), (PH, PW), relu, padding_mode)
     xp = get_array_module(x)
     dtype = xp.result_type(x.dtype, weight.dtype)
     weight, bias = weight.astype(dtype, copy=False), bias.astype(dtype, copy=False)
@@ -138,6 +143,8 @@ def conv2d_backward(dout, cache, input_grad=True):
     """
     if cache[0] == "grid":
         return same_conv_backward(dout, *cache[1:], input_grad=input_grad)
+    if cache[0] == "padded":
+        return _padded_conv_backward(dout, cache, input_grad)
     _, x_shape, w_shape, col, w2d, (SH, SW), (PH, PW), mask = cache
     if mask is not None:
         dout = dout * mask
@@ -155,15 +162,105 @@ def conv2d_backward(dout, cache, input_grad=True):
     return xp.ascontiguousarray(dx), xp.ascontiguousarray(dweight), dbias
 
 
-def conv2d_naive(x, weight, bias, stride=1, pad=0):
-    """The same convolution by explicit loops: reads like the math, used as a test oracle."""
+# ---- padding with the image's own pixels ----
+#
+# Zero padding puts a frame of zeros around every map, and a filter can tell where the
+# frame is: near the border its input looks unlike anywhere else, so the net can learn
+# where on the map a unit sits, not only what it sees (docs/paper.md, "Padding"). The
+# other two modes fill the frame from the image itself:
+#   replicate: the edge pixel repeated outward   a b c d -> a a b c d d   (pad 1)
+#   reflect:   mirrored about the edge pixel     a b c d -> b a b c d c   (pad 1)
+# A conv with either mode is the conv, with no padding, of the padded input x_pad; for the
+# engine's geometry (stride 1, "same") it runs as the fast zero-padded conv of x_pad and
+# drops its outer ring of outputs, the only ones that saw zeros.
+
+PADDING_MODES = ("zeros", "replicate", "reflect")
+
+
+def check_padding_mode(mode, size, pad):
+    """A clear error for an unknown mode, or for reflect padding as wide as the map
+    (reflect needs a pixel beyond the edge to mirror: pad < side)."""
+    if mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {mode!r}")
+    if mode == "reflect" and any(p >= n for p, n in zip(pad, size)):
+        raise ValueError(f"reflect padding {tuple(pad)} needs an input larger than the padding "
+                         f"in each direction, got {tuple(size)}")
+
+
+def pad_source(n, p, mode):
+    """For each of the n + 2p positions of a padded axis, the input position it copies."""
+    source = []
+    for k in range(-p, n + p):
+        if mode == "replicate":
+            source.append(min(max(k, 0), n - 1))
+        elif k < 0:  # reflect, before the first pixel
+            source.append(-k)
+        elif k > n - 1:  # reflect, after the last
+            source.append(2 * (n - 1) - k)
+        else:
+            source.append(k)
+    return source
+
+
+def pad2d(x, pad, mode):
+    """x (N, C, H, W) -> x_pad (N, C, H + 2PH, W + 2PW), the frame filled by ``mode``
+    ("replicate" or "reflect"): x_pad[..., r, c] = x[..., rows[r], cols[c]]."""
+    (PH, PW), (H, W) = pad, x.shape[2:]
+    return x[:, :, pad_source(H, PH, mode)][:, :, :, pad_source(W, PW, mode)]
+
+
+def pad2d_backward(dpad, pad, mode):
+    """Adjoint of :func:`pad2d`: each padded position's gradient is added to the pixel it
+    copied. (N, C, H + 2PH, W + 2PW) -> (N, C, H, W)."""
+    PH, PW = pad
+    H, W = dpad.shape[2] - 2 * PH, dpad.shape[3] - 2 * PW
+    d = dpad[:, :, PH:PH + H].copy()  # the image's own rows
+    for r, src in enumerate(pad_source(H, PH, mode)):
+        if not PH <= r < PH + H:  # a frame row: back onto the row it copied
+            d[:, :, src] += dpad[:, :, r]
+    dx = d[:, :, :, PW:PW + W].copy()  # then the same along the columns
+    for c, src in enumerate(pad_source(W, PW, mode)):
+        if not PW <= c < PW + W:
+            dx[:, :, :, src] += d[:, :, :, c]
+    return dx
+
+
+def _padded_conv_forward(x, weight, bias, stride, pad, relu, mode):
+    """The conv of x with its frame filled by ``mode``: the conv of pad2d(x)."""
+    (PH, PW), (H, W) = pad, x.shape[2:]
+    KH, KW = weight.shape[2:]
+    x_pad = pad2d(x, pad, mode)
+    if is_same_conv(KH, KW, *stride, PH, PW):  # the fast engine; keep the inner outputs
+        y, inner = conv2d_forward(x_pad, weight, bias, 1, pad, relu)
+        return y[:, :, PH:PH + H, PW:PW + W], ("padded", mode, pad, True, inner)
+    y, inner = conv2d_forward(x_pad, weight, bias, stride, 0, relu)
+    return y, ("padded", mode, pad, False, inner)
+
+
+def _padded_conv_backward(dout, cache, input_grad):
+    _, mode, (PH, PW), cropped, inner = cache
+    if cropped:  # the outputs that were dropped get no gradient
+        xp = get_array_module(dout)
+        N, OC, H, W = dout.shape
+        full = xp.zeros((N, OC, H + 2 * PH, W + 2 * PW), dtype=dout.dtype)
+        full[:, :, PH:PH + H, PW:PW + W] = dout
+        dout = full
+    dx_pad, dweight, dbias = conv2d_backward(dout, inner, input_grad)
+    dx = None if dx_pad is None else pad2d_backward(dx_pad, (PH, PW), mode)
+    return dx, dweight, dbias
+
+
+def conv2d_naive(x, weight, bias, stride=1, pad=0, padding_mode="zeros"):
+    """The same convolution by explicit loops: reads like the math, used as a test oracle.
+    (The padding comes from the array module's own ``pad``, not from :func:`pad2d`.)"""
     xp = get_array_module(x)
     N, C, H, W = x.shape
     OC, _, KH, KW = weight.shape
     SH, SW = pair(stride)
     PH, PW = pair(pad)
     OH, OW = conv_out_size(H, KH, SH, PH), conv_out_size(W, KW, SW, PW)
-    xpad = xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    mode = {"zeros": "constant", "replicate": "edge", "reflect": "reflect"}[padding_mode]
+    xpad = xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), mode=mode)
     y = xp.zeros((N, OC, OH, OW), dtype=x.dtype)
     for n in range(N):
         for o in range(OC):
@@ -175,12 +272,17 @@ def conv2d_naive(x, weight, bias, stride=1, pad=0):
 
 
 class Conv2d(Layer):
-    """2-D convolution with params W (OC, C, KH, KW) and b (OC,); He-initialised."""
+    """2-D convolution with params W (OC, C, KH, KW) and b (OC,); He-initialised.
+    ``padding_mode``: "zeros", "replicate" or "reflect" (see :func:`pad2d`)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, rng=0):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, rng=0,
+                 padding_mode="zeros"):
         super().__init__()
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"Conv2d: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = pair(kernel_size), pair(stride), pair(padding)
+        self.padding_mode = padding_mode
         KH, KW = self.kernel_size
         rng = host_rng(rng)
         self.params["W"] = he_normal(rng, (out_channels, in_channels, KH, KW), in_channels * KH * KW)
@@ -201,7 +303,7 @@ class Conv2d(Layer):
                 f"(input shape {tuple(x.shape)})"
             )
         y, self.cache = conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.padding,
-                                       relu)
+                                       relu, self.padding_mode)
         return y
 
     def backward(self, dout):
@@ -212,8 +314,9 @@ class Conv2d(Layer):
         _, self.grads["W"], self.grads["b"] = conv2d_backward(dout, self.cache, input_grad=False)
 
     def __repr__(self):
+        mode = "" if self.padding_mode == "zeros" else f", padding_mode={self.padding_mode!r}"
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={_short(self.kernel_size)}, "
-                f"stride={_short(self.stride)}, padding={_short(self.padding)})")
+                f"stride={_short(self.stride)}, padding={_short(self.padding)}{mode})")
 
 
 # ---- max-pooling ----

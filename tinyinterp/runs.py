@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .backend import to_device
 from .checkpoint import load_checkpoint
+from .layers import PADDING_MODES
 from .vgg import small_vgg
 
 TOY_BIRDS = Path(__file__).resolve().parents[1] / "data_samples" / "toy_birds"
@@ -42,6 +43,8 @@ class TrainConfig:
     dropout: float = 0.5
     widths: list = field(default_factory=lambda: [32, 64, 128])
     top_channels: int = 128
+    # every conv's padding: "zeros" (the paper's nets), "replicate" or "reflect" (layers.pad2d)
+    padding_mode: str = "zeros"
     interpretable: bool = False
     mask_options: dict = field(default_factory=dict)  # InterpretableMask keyword arguments
     init_from: str = None  # a checkpoint whose conv/fc weights start this net (two-stage protocol)
@@ -54,6 +57,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"TrainConfig: task must be one of {TASKS}, got {self.task!r}")
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"TrainConfig: padding_mode must be one of {PADDING_MODES}, "
+                             f"got {self.padding_mode!r}")
         if not (isinstance(self.eval_every, int) and self.eval_every >= 1):
             raise ValueError(f"TrainConfig: eval_every must be an integer >= 1, got {self.eval_every!r}")
 
@@ -101,7 +107,7 @@ def build_model(cfg, num_classes):
     return small_vgg(num_classes=num_classes, input_size=cfg.size, widths=tuple(cfg.widths),
                      top_channels=cfg.top_channels, dropout=cfg.dropout,
                      interpretable=cfg.interpretable, seed=cfg.seed,
-                     mask_options=cfg.mask_options)
+                     mask_options=cfg.mask_options, padding_mode=cfg.padding_mode)
 
 
 def load_run(run_dir, device="cpu"):
@@ -131,14 +137,19 @@ def init_weights_from(model, ckpt, device="cpu"):
 
     The head (the last parameter layer) may differ in shape, as when a net pretrained on
     200 species is fine-tuned as bird vs. not: then every layer but the head is copied
-    and the head keeps its fresh weights. Returns the list of what was not copied (one
-    line each, for the log); any other mismatch is a ValueError."""
-    source, _, _ = load_run(Path(ckpt).parent)
+    and the head keeps its fresh weights. Returns the lines for the log: what was not
+    copied, and a padding mode that differs from the checkpoint's (allowed); any other
+    mismatch is a ValueError."""
+    source, source_cfg, _ = load_run(Path(ckpt).parent)
     src = [layer for layer in source.layers if layer.params]
     dst = [layer for layer in model.layers if layer.params]
     if len(src) != len(dst):
         raise ValueError(f"init_from {ckpt}: {len(src)} parameter layers, this net has {len(dst)}")
     fresh = []
+    modes = {getattr(layer, "padding_mode", None) for layer in dst} - {None}
+    if modes and modes != {source_cfg.padding_mode}:  # allowed, but worth a line in the log
+        fresh.append(f"padding: the checkpoint's convs were trained with {source_cfg.padding_mode!r} "
+                     f"padding, this net pads with {', '.join(sorted(map(repr, modes)))}")
     for i, (a, b) in enumerate(zip(src, dst)):
         mismatch = [name for name, value in a.params.items() if b.params[name].shape != value.shape]
         if mismatch and i == len(src) - 1:

@@ -247,6 +247,9 @@ def add_train_parser(sub):
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=["cpu", "gpu"], default=d.device)
+    p.add_argument("--padding-mode", choices=["zeros", "replicate", "reflect"], default=d.padding_mode,
+                   help="every conv's padding, both nets and both stages alike: zeros (the paper's "
+                        "nets) or the map's own edge pixels, repeated or mirrored (default: %(default)s)")
     p.add_argument("--nets", choices=["both", "ordinary", "interpretable"], default="both")
     p.add_argument("--out", default="runs/toy_birds", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
@@ -321,7 +324,7 @@ def cmd_train(args):
                        size=args.size, crop=crop, task=args.task, negatives=args.negatives,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        eval_every=args.eval_every, seed=args.seed, device=args.device,
-                       mask_options=mask_options_from(args))
+                       padding_mode=args.padding_mode, mask_options=mask_options_from(args))
     data = load_data(base)
     loaded = {data_key(base): data}  # the report reuses these instead of loading them again
     describe_data(args.data, base, data)

@@ -22,7 +22,7 @@ HEAD_INIT_STD = 0.01
 
 def small_vgg(num_classes=10, input_size=64, widths=(32, 64, 128), top_channels=128,
               fc_width=256, dropout=0.5, interpretable=False, new_conv=True, seed=0,
-              mask_options=None):
+              mask_options=None, padding_mode="zeros"):
     """Build the net as a :class:`Sequential`.
 
     Args:
@@ -33,6 +33,9 @@ def small_vgg(num_classes=10, input_size=64, widths=(32, 64, 128), top_channels=
         new_conv: add the 3x3 conv above the top conv (paper Sec. 5); the benchmark's
             plain VGG turns it off.
         mask_options: keyword arguments for each :class:`InterpretableMask`.
+        padding_mode: every conv's padding, "zeros" (the paper's nets), "replicate" or
+            "reflect" (the map's frame filled from the map itself, so no filter can find
+            the border by its zeros; ``layers.pad2d``).
     Returns:
         The model; ``model.interpretable_indices`` lists the positions of the layers whose
         output maps are evaluated (the ReLUs of the top conv and the new conv), and
@@ -45,13 +48,14 @@ def small_vgg(num_classes=10, input_size=64, widths=(32, 64, 128), top_channels=
     layers, in_ch = [], 3
     for width in widths:
         for _ in range(2):
-            layers += [Conv2d(in_ch, width, 3, padding=1, rng=rng), ReLU()]
+            layers += [Conv2d(in_ch, width, 3, padding=1, rng=rng, padding_mode=padding_mode), ReLU()]
             in_ch = width
         layers.append(MaxPool2d(2))
     watched = []
 
     def interpretable_conv(c_in):
-        layers.extend([Conv2d(c_in, top_channels, 3, padding=1, rng=rng), ReLU()])
+        layers.extend([Conv2d(c_in, top_channels, 3, padding=1, rng=rng, padding_mode=padding_mode),
+                       ReLU()])
         watched.append(len(layers) - 1)
         if interpretable:
             from .interpretable import InterpretableMask
