@@ -70,6 +70,9 @@ RECIPES = {
 # exactly as long from the same kind of stage-1 net with the same padding.
 REPLICATE = ["--padding-mode", "replicate"]
 RECIPES.update({
+    "baseline-replicate": ("bird", "ordinary", REPLICATE),
+    "authors-x10-replicate": ("bird", "interpretable", REPLICATE + ["--filter-loss", "authors",
+                                                                    "--lam", "10"]),
     "baseline-replicate-16ep": ("bird", "ordinary", REPLICATE + ["--finetune-epochs", "16",
                                                                  "--eval-every", "16"]),
     "authors-x10-replicate-16ep": ("bird", "interpretable", REPLICATE + [
@@ -77,12 +80,12 @@ RECIPES.update({
 })
 # compared with the baseline of as many epochs (and the same padding)
 BASELINES = {"authors-x10-16ep": "baseline-16ep", "authors-x3-16ep": "baseline-16ep",
+             "authors-x10-replicate": "baseline-replicate",
              "authors-x10-replicate-16ep": "baseline-replicate-16ep"}
 # the stage-1 nets: name -> extra train flags; a recipe fine-tunes "pretrain" unless
 # PRETRAIN_OF names another (its padding mode must be the recipe's: the whole net alike)
 PRETRAINS = {"pretrain": [], "pretrain-replicate": REPLICATE}
-PRETRAIN_OF = {"baseline-replicate-16ep": "pretrain-replicate",
-               "authors-x10-replicate-16ep": "pretrain-replicate"}
+PRETRAIN_OF = {recipe: "pretrain-replicate" for recipe in RECIPES if "replicate" in recipe}
 SIZES = (64, 112)
 
 

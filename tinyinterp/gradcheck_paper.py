@@ -122,4 +122,6 @@ def paper_cases(seed=0):
                            name="InterpretableMask(exact, lambda_t = lambda0 mean max x / t)"),
         interpretable_case(3, 2, 4, seed=seed + 2, lam=100.0, scale_normalise=True,
                            name="InterpretableMask(scale-normalised, lam=100)"),
+        interpretable_case(3, 2, 4, seed=seed + 3, lam=100.0, learn_beta=True,
+                           name="InterpretableMask(exact, learned slopes, lam=100)"),
     ]

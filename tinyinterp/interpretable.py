@@ -27,8 +27,9 @@ in backward. Or pass a fixed ``lam``.
 from ._checks import check_array, check_channels
 from .backend import get_array_module
 from .filter_loss import CATEGORY_MOMENTUM, MIN_SCALE, FilterCategories, MutualInformationLoss
+from .backend import host_zeros, to_device
 from .layers import Layer
-from .mask import TemplateMask
+from .mask import BETA_CENTROID, TemplateMask, beta_target
 from .templates import BETA
 
 # The paper gives no constant for lambda. docs/calibration.md round 1 trained stably with a
@@ -36,6 +37,10 @@ from .templates import BETA
 # lambda = lambda0 * mean max x / t, lambda0 = 1e-4 gives about that in epoch 1.
 LAMBDA0 = 1e-4
 AUTHORS_LAMBDA = 1.0  # the authors' rule carries its own scale (filter_loss.authors_rule)
+# Learned slopes: after each step beta_c += BETA_RATE * (target - beta_c). The authors' code
+# moves beta_c by lr * 0.05 (its learning-rate multiplier) * 10000 (its gradient's scale)
+# * (target - beta_c): 0.05 of the way at its first epoch's lr 1e-4, before momentum.
+BETA_RATE = 0.05
 
 
 class InterpretableMask(Layer):
@@ -50,6 +55,9 @@ class InterpretableMask(Layer):
             1e-5 * 0.1 / epoch. The code's task gradient is per image (its loss is a batch
             sum); with a batch-mean task loss, lam = 1/B reproduces its balance.
         lambda0: see LAMBDA0. mode: "argmax" (paper) or "centroid" (authors' code).
+        learn_beta: learn the mask's slope per channel as the authors' code does (mask.py:
+            beta_c starts at 2 and after each training step, :meth:`step_beta`, moves
+            ``beta_rate`` of the way to its target). Off: the fixed ``beta``.
         gradient, tau, alpha, beta, scale_normalise, min_scale, scale_gradient,
             logz_momentum: passed to MutualInformationLoss.
         category_momentum: the EMA momentum of FilterCategories.
@@ -65,7 +73,8 @@ class InterpretableMask(Layer):
     def __init__(self, num_filters, size, num_classes=1, lam=None, lambda0=LAMBDA0,
                  mode="argmax", gradient="exact", beta=BETA, tau=None, alpha=None,
                  scale_normalise=False, min_scale=MIN_SCALE, scale_gradient="frozen",
-                 logz_momentum=None, category_momentum=CATEGORY_MOMENTUM):
+                 logz_momentum=None, category_momentum=CATEGORY_MOMENTUM, learn_beta=False,
+                 beta_rate=BETA_RATE):
         super().__init__()
         self.num_filters, self.size, self.num_classes = num_filters, size, num_classes
         if lam is None and gradient == "authors":
@@ -78,6 +87,11 @@ class InterpretableMask(Layer):
             scale_gradient=scale_gradient, logz_momentum=logz_momentum,
             num_filters=num_filters)
         self.category_tracker = FilterCategories(num_filters, num_classes, category_momentum)
+        self.learn_beta, self.beta_rate = learn_beta, beta_rate
+        self.own_buffers = {}
+        if learn_beta:
+            self.own_buffers["beta_c"] = host_zeros((num_filters,)) + BETA_CENTROID
+        self._beta_target = None
         self.epoch = 1
         self.labels = None
         self.lam_values = self.last_filter_loss = self.last_lambda = None
@@ -86,7 +100,7 @@ class InterpretableMask(Layer):
 
     def _link_buffers(self):
         # one flat dict for Sequential.state_dict; the arrays are the sub-objects' own
-        self.buffers = {**self.category_tracker.buffers, **self.filter_loss.buffers}
+        self.buffers = {**self.category_tracker.buffers, **self.filter_loss.buffers, **self.own_buffers}
 
     def set_labels(self, labels):
         """Labels of the next batch(es): kept until replaced (None: no labels)."""
@@ -115,6 +129,7 @@ class InterpretableMask(Layer):
         # a strided view of a conv's output on its padded grid, and the mask and the loss
         # read them several times
         x = x.copy(order="K")
+        self.template_mask.channel_beta = self.buffers["beta_c"] if self.learn_beta else None
         out = self.template_mask.forward(x)
         self._loss_ready = self.training
         if self.training:
@@ -133,6 +148,11 @@ class InterpretableMask(Layer):
         self.filter_loss.epoch = self.epoch
         loss = self.filter_loss.forward(x, targets, self.categories,
                                         mask=self.template_mask.signed_mask)
+        if self.learn_beta:  # where the slopes go after this step (step_beta applies it)
+            positives = xp.ones(x.shape[:2], dtype=x.dtype) if targets is None \
+                else targets[:, self.categories].astype(x.dtype)
+            self._beta_target = beta_target(x, self.template_mask.signed_mask, positives,
+                                            self.buffers["beta_c"])
         self.lam_values = self._lambda(x)
         self.last_filter_loss = float(loss.sum())
         self.last_lambda = float(self.lam_values.mean())
@@ -146,6 +166,16 @@ class InterpretableMask(Layer):
         peak = x.reshape(B, F, -1).max(axis=2).mean(axis=0)  # mean_x max_ij x, per filter
         return (self.lambda0 * peak / self.epoch).astype(x.dtype)
 
+    def step_beta(self):
+        """After a training step (the trainer calls it beside the optimiser's step): each
+        learned slope moves ``beta_rate`` of the way to the target of the last training
+        forward. Without ``learn_beta``, or before any training forward, nothing changes.
+        (Apart from backward, so that a gradient check sees one fixed mask.)"""
+        if self.learn_beta and self._beta_target is not None:
+            beta = self.buffers["beta_c"]
+            beta += self.beta_rate * (self._beta_target - beta)
+            self._beta_target = None
+
     def backward(self, dout):
         dx = self.template_mask.backward(dout)
         if self._loss_ready:
@@ -155,6 +185,7 @@ class InterpretableMask(Layer):
     def to(self, device):
         self.category_tracker.to(device)
         self.filter_loss.to(device)
+        self.own_buffers = {k: to_device(v, device) for k, v in self.own_buffers.items()}
         self._link_buffers()
         self.grads = {}
         return self
@@ -163,6 +194,7 @@ class InterpretableMask(Layer):
         """Float state follows (the layer has no parameters); maps set the compute dtype."""
         self.category_tracker.astype(dtype)
         self.filter_loss.astype(dtype)
+        self.own_buffers = {k: v.astype(dtype) for k, v in self.own_buffers.items()}
         self._link_buffers()
         self.grads = {}
         return self
@@ -171,5 +203,6 @@ class InterpretableMask(Layer):
         lam = f"lam={self.lam}" if self.lam is not None else f"lambda0={self.lambda0}"
         extra = ", scale_normalise=True" if self.filter_loss.scale_normalise else ""
         mode = "" if self.template_mask.mode == "argmax" else ", mode='centroid'"
+        learned = ", learn_beta=True" if self.learn_beta else ""
         return (f"InterpretableMask({self.num_filters}, {self.size}, num_classes={self.num_classes}, "
-                f"{lam}, gradient={self.filter_loss.gradient!r}{mode}{extra})")
+                f"{lam}, gradient={self.filter_loss.gradient!r}{mode}{extra}{learned})")

@@ -16,7 +16,16 @@ Two ways to pick mu_hat:
   on linspace(-1, 1, n) coordinates u, v. One grid step is 2 / (n - 1) there, so in cell
   units m = max(1 - (2 beta_c / (n - 1)) ||.||_1, -1): beta_c = 2 is the paper's
   beta = 4 n / (n - 1), about 4 (4.57 at n = 8; docs/paper.md Sec. 2.2 writes the inverse
-  factor). The code learns beta_c per channel; here it is fixed.
+  factor). The code learns beta_c per channel; here it is fixed unless the layer is
+  given per-channel slopes (``channel_beta``, learned by :func:`beta_target`).
+
+Learned slopes (the authors' code, add_block_mask.m and our_vl_simplenn.m; not in the
+paper): each channel f has its own beta_c[f], starting at 2, and after every training
+step it moves toward clip(3 / sigma_bar_f, 1.5, 3), where sigma_bar_f is the spread of
+the filter's activation about its centroid, in map cells, averaged over the images of
+its category weighted by the filter's masked strength. A filter whose activation is
+compact gets a sharp mask, one whose activation is spread out a wide one. In the
+argmax mode the same beta_c sets the template's slope: beta = beta_c * 2 n / (n - 1).
 
 Why the shape and not the literal x * T_mu_hat: the paper writes x_masked =
 max(x o T_mu_hat, 0) with T's values scaled by tau = 0.5 / n^2. Multiplying by tau
@@ -86,7 +95,8 @@ def centroid_shape(mu_hat, n, beta_c=BETA_CENTROID, like=None):
 
     u, v lie on linspace(-1, 1, n), so one grid step is 2 / (n - 1).
 
-    Args: mu_hat (B, F) flat indices; ``like`` fixes module and dtype.
+    Args: mu_hat (B, F) flat indices; ``like`` fixes module and dtype; beta_c a number
+        or one per channel, (F,).
     Returns: (B, F, n, n), signed, values in [-1, 1].
     """
     xp = get_array_module(like)
@@ -94,7 +104,69 @@ def centroid_shape(mu_hat, n, beta_c=BETA_CENTROID, like=None):
     mu_u = coord[mu_hat // n][..., None, None]  # (B, F, 1, 1)
     mu_v = coord[mu_hat % n][..., None, None]
     l1 = xp.abs(coord[:, None] - mu_u) + xp.abs(coord[None, :] - mu_v)  # (B, F, n, n)
-    return xp.maximum(1 - beta_c * l1, -1).astype(like.dtype)
+    return xp.maximum(1 - _per_channel(beta_c, xp) * l1, -1).astype(like.dtype)
+
+
+def _per_channel(beta, xp):
+    """A number as it is; an (F,) array of per-channel slopes as (F, 1, 1), to broadcast
+    against (B, F, n, n)."""
+    return beta if xp.ndim(beta) == 0 else xp.asarray(beta).reshape(-1, 1, 1)
+
+
+def channel_template_shape(mu_hat, n, beta_c, like):
+    """The argmax mode's template shape with one slope per channel: max(1 - beta_f
+    ||[i,j] - mu_hat||_1 / n, -1) with beta_f = beta_c[f] * 2 n / (n - 1), the paper's
+    slope that matches the code's beta_c (module docstring)."""
+    xp = get_array_module(like)
+    cells = xp.arange(n, dtype=like.dtype)
+    l1 = xp.abs(cells[:, None] - (mu_hat // n)[..., None, None]) \
+        + xp.abs(cells[None, :] - (mu_hat % n)[..., None, None])  # (B, F, n, n), in cells
+    beta = _per_channel(beta_c, xp) * (2.0 * n / (n - 1))
+    return xp.maximum(1 - beta * l1 / n, -1).astype(like.dtype)
+
+
+# ---- learned slopes: the target of each channel's beta_c (authors' code) ----
+
+BETA_TARGET_NUMERATOR = 3.0  # beta=3 in our_vl_simplenn.m: target = beta / sigma_bar
+BETA_TARGET_RANGE = (1.5, 3.0)  # max(min(beta ./ tmp, 3.0), 1.5)
+
+
+def activation_spread(x):
+    """sqrtvar of getMu.m: per map, the activation-weighted root mean squared distance, in
+    cells, of the map's units from its rounded centroid. (B, F, n, n) -> (B, F)."""
+    xp = get_array_module(x)
+    B, F, n, _ = x.shape
+    mu = centroid_positions(x)
+    cells = xp.arange(n, dtype=x.dtype)
+    d2 = (cells[:, None] - (mu // n)[..., None, None]) ** 2 \
+        + (cells[None, :] - (mu % n)[..., None, None]) ** 2  # (B, F, n, n)
+    total = xp.maximum(x.sum(axis=(2, 3)), CENTROID_SUM_FLOOR)
+    return xp.sqrt((d2 * x).sum(axis=(2, 3)) / total)
+
+
+def beta_target(x, signed_mask, positives, beta_c):
+    """Where each channel's slope moves: clip(3 / sigma_bar_f, 1.5, 3), with
+
+        strength[b, f] = mean_ij x[b, f] * m[b, f]       (m the signed mask)
+        sigma_bar_f    = sum_b strength sqrtvar / sum_b strength, over the images b of
+                         filter f's category (``positives``, (B, F) 0/1).
+
+    As in the code, the weights are taken as they come: a strength can be negative (m is
+    -1 far from the peak), so with mixed signs sigma_bar can be anything, a negative one
+    sending the target to 1.5. 3 / sigma_bar is computed as 3 * sum(strength) /
+    sum(strength sqrtvar); where that denominator is 0 (all activation on one unit, or
+    none) the target is 3, as MATLAB gives (3 / 0 = inf, and its min ignores the NaN of
+    0 / 0). A channel with no image of its category in the batch keeps its slope (our
+    choice; the code's single-category batches always have some). Returns (F,) in
+    beta_c's dtype.
+    """
+    xp = get_array_module(x)
+    strength = (x * signed_mask).mean(axis=(2, 3)) * positives  # (B, F)
+    weight = strength.sum(axis=0)
+    spread = (strength * activation_spread(x)).sum(axis=0)
+    inverse = BETA_TARGET_NUMERATOR * weight / xp.where(spread != 0, spread, 1)  # 3 / sigma_bar
+    target = xp.where(spread != 0, xp.clip(inverse, *BETA_TARGET_RANGE), BETA_TARGET_RANGE[1])
+    return xp.where(positives.sum(axis=0) > 0, target, beta_c).astype(beta_c.dtype)
 
 
 # ---- the layer ----
@@ -114,6 +186,7 @@ class TemplateMask(Layer):
         if mode not in MODES:
             raise ValueError(f"TemplateMask: mode must be one of {MODES}, got {mode!r}")
         self.beta, self.mode, self.beta_c = beta, mode, beta_c
+        self.channel_beta = None  # (F,) learned slopes beta_c, in either mode (module docstring)
         self.mu_hat = self.signed_mask = self.mask = None
 
     def forward(self, x):
@@ -122,12 +195,15 @@ class TemplateMask(Layer):
         n = x.shape[2]
         if x.shape[3] != n:
             raise ValueError(f"{self!r}: feature maps must be square, got shape {tuple(x.shape)}")
+        learned = self.channel_beta
         if self.mode == "argmax":
             self.mu_hat = argmax_positions(x)
-            self.signed_mask = template_shape(self.mu_hat, n, self.beta, like=x)
+            self.signed_mask = template_shape(self.mu_hat, n, self.beta, like=x) if learned is None \
+                else channel_template_shape(self.mu_hat, n, learned, like=x)
         else:
             self.mu_hat = centroid_positions(x)
-            self.signed_mask = centroid_shape(self.mu_hat, n, self.beta_c, like=x)
+            self.signed_mask = centroid_shape(self.mu_hat, n, self.beta_c if learned is None else learned,
+                                              like=x)
         self.mask = xp.maximum(self.signed_mask, 0)
         return x * self.mask
 

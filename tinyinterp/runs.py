@@ -21,6 +21,7 @@ from .vgg import small_vgg
 
 TOY_BIRDS = Path(__file__).resolve().parents[1] / "data_samples" / "toy_birds"
 TASKS = ("species", "bird")
+LR_SCHEDULES = ("cosine", "authors")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 0.01
     warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0
+    lr_schedule: str = "cosine"  # or "authors": log-linear to lr / 10 over 10 epochs, then flat
     momentum: float = 0.9
     weight_decay: float = 5e-4
     dropout: float = 0.5
@@ -57,6 +59,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"TrainConfig: task must be one of {TASKS}, got {self.task!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig: lr_schedule must be one of {LR_SCHEDULES}, "
+                             f"got {self.lr_schedule!r}")
         if self.padding_mode not in PADDING_MODES:
             raise ValueError(f"TrainConfig: padding_mode must be one of {PADDING_MODES}, "
                              f"got {self.padding_mode!r}")

@@ -63,7 +63,15 @@ class TrainingDiverged(RuntimeError):
 # ---- pieces ----
 
 def learning_rate(cfg, step, steps_per_epoch):
-    """Linear warm-up over ``warmup_epochs``, then cosine decay to zero."""
+    """The learning rate of a step, by ``cfg.lr_schedule``:
+
+    - "cosine": linear warm-up over ``warmup_epochs``, then cosine decay to zero;
+    - "authors": the authors' released code, per epoch e (from 0) lr * 10^(-min(e, 9) / 9):
+      log-linear from lr down to lr / 10 over the first 10 epochs, then flat (their
+      ``logspace(-4, -5, 10)`` at lr 1e-4), no warm-up.
+    """
+    if cfg.lr_schedule == "authors":
+        return cfg.lr * 10 ** (-min(step // steps_per_epoch, 9) / 9)
     total = cfg.epochs * steps_per_epoch
     warm = cfg.warmup_epochs * steps_per_epoch
     if step < warm:
@@ -193,6 +201,8 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
             model.backward(criterion.backward(), input_grad=False)  # the images need no gradient
             opt.lr = learning_rate(cfg, epoch * steps + i, steps)
             opt.step(model.grads())
+            for layer in interpretable_layers(model):
+                layer.step_beta()  # learned mask slopes, if any (the authors' code)
             n_right += int((predict(logits) == labels).sum())
             task_sum += loss * len(labels)
             filt_sum += filt * len(labels)
@@ -247,6 +257,9 @@ def add_train_parser(sub):
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=["cpu", "gpu"], default=d.device)
+    p.add_argument("--lr-schedule", choices=["cosine", "authors"], default=d.lr_schedule,
+                   help="cosine: warm-up (stage 1) then cosine decay to 0; authors: log-linear "
+                        "from the lr to a tenth of it over 10 epochs, then flat (default: %(default)s)")
     p.add_argument("--padding-mode", choices=["zeros", "replicate", "reflect"], default=d.padding_mode,
                    help="every conv's padding, both nets and both stages alike: zeros (the paper's "
                         "nets) or the map's own edge pixels, repeated or mirrored (default: %(default)s)")
@@ -281,6 +294,9 @@ def add_train_parser(sub):
                    help="lambda_t = lambda0 * mean max x / t (exact and paper gradients)")
     g.add_argument("--lam", type=float,
                    help="a fixed lambda instead of the schedule (authors' rule: its multiplier)")
+    g.add_argument("--learn-beta", action="store_true",
+                   help="learn the mask's slope per filter as the authors' code does (starts at 2, "
+                        "moves toward 3 / the spread of the filter's activation, within [1.5, 3])")
     p.set_defaults(func=cmd_train)
 
 
@@ -313,6 +329,8 @@ def mask_options_from(args):
             "lambda0": args.lambda0}
     if args.lam is not None:
         opts["lam"] = args.lam
+    if getattr(args, "learn_beta", False):  # only when asked: older configs stay as they were
+        opts["learn_beta"] = True
     return opts
 
 
@@ -324,7 +342,8 @@ def cmd_train(args):
                        size=args.size, crop=crop, task=args.task, negatives=args.negatives,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        eval_every=args.eval_every, seed=args.seed, device=args.device,
-                       padding_mode=args.padding_mode, mask_options=mask_options_from(args))
+                       padding_mode=args.padding_mode, lr_schedule=args.lr_schedule,
+                       mask_options=mask_options_from(args))
     data = load_data(base)
     loaded = {data_key(base): data}  # the report reuses these instead of loading them again
     describe_data(args.data, base, data)
