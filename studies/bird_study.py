@@ -78,10 +78,31 @@ RECIPES.update({
     "authors-x10-replicate-16ep": ("bird", "interpretable", REPLICATE + [
         "--filter-loss", "authors", "--lam", "10", "--finetune-epochs", "16", "--eval-every", "16"]),
 })
+X10 = ["--filter-loss", "authors", "--lam", "10"]
+
+
+def _epochs(n):
+    return ["--finetune-epochs", str(n), "--eval-every", str(n)]
+
+
+# the length of the fine-tuning, the authors' lr schedule (log-linear to a tenth over 10
+# epochs, then flat; from our fine-tuning lr 1e-3), and the authors' mask mechanism
+for n in (32, 50):
+    RECIPES[f"baseline-{n}ep"] = ("bird", "ordinary", _epochs(n))
+    RECIPES[f"authors-x10-{n}ep"] = ("bird", "interpretable", X10 + _epochs(n))
+SCHEDULE = ["--lr-schedule", "authors"] + _epochs(50)
+RECIPES.update({
+    "baseline-schedule-50ep": ("bird", "ordinary", SCHEDULE),
+    "authors-x10-schedule-50ep": ("bird", "interpretable", X10 + SCHEDULE),
+    "authors-x10-learn-beta": ("bird", "interpretable", X10 + ["--learn-beta"]),
+    "authors-x10-mask-after-pool": ("bird", "interpretable", X10 + ["--mask-after-pool"]),
+})
 # compared with the baseline of as many epochs (and the same padding)
 BASELINES = {"authors-x10-16ep": "baseline-16ep", "authors-x3-16ep": "baseline-16ep",
              "authors-x10-replicate": "baseline-replicate",
-             "authors-x10-replicate-16ep": "baseline-replicate-16ep"}
+             "authors-x10-replicate-16ep": "baseline-replicate-16ep",
+             "authors-x10-32ep": "baseline-32ep", "authors-x10-50ep": "baseline-50ep",
+             "authors-x10-schedule-50ep": "baseline-schedule-50ep"}
 # the stage-1 nets: name -> extra train flags; a recipe fine-tunes "pretrain" unless
 # PRETRAIN_OF names another (its padding mode must be the recipe's: the whole net alike)
 PRETRAINS = {"pretrain": [], "pretrain-replicate": REPLICATE}

@@ -209,3 +209,19 @@ def test_evaluate_reruns_every_trained_run_and_nothing_else(tmp_path, monkeypatc
     assert "64px-s0-authors-x3: no checkpoint here" in capsys.readouterr().out
     (argv,), = [cmds for job, cmds in calls if job == (64, 0, "baseline")]
     assert argv[-4:] == ["evaluate", str(bs.run_dir(tmp_path, 64, 0, "baseline")), "--device", "cpu"]
+
+
+def test_every_bird_recipe_is_judged_against_a_baseline_trained_alike(tmp_path):
+    """The fair baseline: as many fine-tuning epochs, the same padding, lr schedule and
+    stage-1 net; only the masks and the filter loss differ."""
+    def last(cmd, flag, default):
+        return cmd[len(cmd) - 1 - cmd[::-1].index(flag) + 1] if flag in cmd else default
+
+    for recipe, (task, net, _) in bs.RECIPES.items():
+        if task != "bird" or net != "interpretable":
+            continue
+        base = bs.BASELINES.get(recipe, "baseline")
+        a, b = bs.job_command(tmp_path, 64, 0, recipe), bs.job_command(tmp_path, 64, 0, base)
+        for flag, default in (("--finetune-epochs", None), ("--padding-mode", "zeros"),
+                              ("--lr-schedule", "cosine"), ("--pretrained", None)):
+            assert last(a, flag, default) == last(b, flag, default), (recipe, base, flag)

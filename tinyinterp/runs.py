@@ -47,6 +47,7 @@ class TrainConfig:
     top_channels: int = 128
     # every conv's padding: "zeros" (the paper's nets), "replicate" or "reflect" (layers.pad2d)
     padding_mode: str = "zeros"
+    mask_after_pool: bool = False  # the new conv's mask after its pool (the authors' place)
     interpretable: bool = False
     mask_options: dict = field(default_factory=dict)  # InterpretableMask keyword arguments
     init_from: str = None  # a checkpoint whose conv/fc weights start this net (two-stage protocol)
@@ -112,7 +113,8 @@ def build_model(cfg, num_classes):
     return small_vgg(num_classes=num_classes, input_size=cfg.size, widths=tuple(cfg.widths),
                      top_channels=cfg.top_channels, dropout=cfg.dropout,
                      interpretable=cfg.interpretable, seed=cfg.seed,
-                     mask_options=cfg.mask_options, padding_mode=cfg.padding_mode)
+                     mask_options=cfg.mask_options, padding_mode=cfg.padding_mode,
+                     mask_after_pool=cfg.mask_after_pool)
 
 
 def load_run(run_dir, device="cpu"):

@@ -294,6 +294,9 @@ def add_train_parser(sub):
                    help="lambda_t = lambda0 * mean max x / t (exact and paper gradients)")
     g.add_argument("--lam", type=float,
                    help="a fixed lambda instead of the schedule (authors' rule: its multiplier)")
+    g.add_argument("--mask-after-pool", action="store_true",
+                   help="the new conv's mask after the pool that follows it, as the authors' code "
+                        "places it (default: right after its ReLU)")
     g.add_argument("--learn-beta", action="store_true",
                    help="learn the mask's slope per filter as the authors' code does (starts at 2, "
                         "moves toward 3 / the spread of the filter's activation, within [1.5, 3])")
@@ -343,6 +346,7 @@ def cmd_train(args):
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        eval_every=args.eval_every, seed=args.seed, device=args.device,
                        padding_mode=args.padding_mode, lr_schedule=args.lr_schedule,
+                       mask_after_pool=args.mask_after_pool,
                        mask_options=mask_options_from(args))
     data = load_data(base)
     loaded = {data_key(base): data}  # the report reuses these instead of loading them again

@@ -22,7 +22,7 @@ HEAD_INIT_STD = 0.01
 
 def small_vgg(num_classes=10, input_size=64, widths=(32, 64, 128), top_channels=128,
               fc_width=256, dropout=0.5, interpretable=False, new_conv=True, seed=0,
-              mask_options=None, padding_mode="zeros"):
+              mask_options=None, padding_mode="zeros", mask_after_pool=False):
     """Build the net as a :class:`Sequential`.
 
     Args:
@@ -36,6 +36,9 @@ def small_vgg(num_classes=10, input_size=64, widths=(32, 64, 128), top_channels=
         padding_mode: every conv's padding, "zeros" (the paper's nets), "replicate" or
             "reflect" (the map's frame filled from the map itself, so no filter can find
             the border by its zeros; ``layers.pad2d``).
+        mask_after_pool: put the new conv's mask after the 2x2 pool that follows it (the
+            authors' code masks VGG-16's new conv there, on 7x7 maps) instead of right
+            after its ReLU. The ordinary net is the same either way.
     Returns:
         The model; ``model.interpretable_indices`` lists the positions of the layers whose
         output maps are evaluated (the ReLUs of the top conv and the new conv), and
@@ -53,21 +56,26 @@ def small_vgg(num_classes=10, input_size=64, widths=(32, 64, 128), top_channels=
         layers.append(MaxPool2d(2))
     watched = []
 
-    def interpretable_conv(c_in):
+    def interpretable_conv(c_in, pool_first=False):
         layers.extend([Conv2d(c_in, top_channels, 3, padding=1, rng=rng, padding_mode=padding_mode),
                        ReLU()])
         watched.append(len(layers) - 1)
+        side = input_size // 2 ** len(widths)
+        if pool_first:  # the authors' place for the second mask: after the pool
+            layers.append(MaxPool2d(2))
+            side //= 2
         if interpretable:
             from .interpretable import InterpretableMask
-            layers.append(InterpretableMask(top_channels, input_size // 2 ** len(widths),
-                                            num_classes=num_classes, **(mask_options or {})))
+            layers.append(InterpretableMask(top_channels, side, num_classes=num_classes,
+                                            **(mask_options or {})))
 
     interpretable_conv(in_ch)  # the top conv
     if new_conv:
-        interpretable_conv(top_channels)  # the new conv, same channels, padding 1
+        interpretable_conv(top_channels, mask_after_pool)  # the new conv, same channels, padding 1
     side = input_size // 2 ** levels
-    layers += [MaxPool2d(2), Flatten(),
-               Linear(top_channels * side * side, fc_width, rng=rng), ReLU()]
+    if not (new_conv and mask_after_pool):
+        layers.append(MaxPool2d(2))
+    layers += [Flatten(), Linear(top_channels * side * side, fc_width, rng=rng), ReLU()]
     if dropout:
         layers.append(Dropout(dropout, rng=rng.integers(2**31)))
     # a small last layer: the first logits are near 0 (calibration.md, round 3, found

@@ -275,10 +275,15 @@ def _choose_filters(filters, name, maps):
 
 
 def _categories(model, index):
-    """Each filter's category, read from the InterpretableMask after ``index`` (or None)."""
-    nxt = model.layers[index + 1] if index + 1 < len(model.layers) else None
-    cats = getattr(nxt, "categories", None)
-    return None if cats is None else to_numpy(cats)
+    """Each filter's category, read from the InterpretableMask after ``index`` (right after
+    it, or after a pool between them; None if no mask comes before the next weights)."""
+    for layer in model.layers[index + 1:]:
+        cats = getattr(layer, "categories", None)
+        if cats is not None:
+            return to_numpy(cats)
+        if layer.params:
+            return None
+    return None
 
 
 def _short_class(name):
