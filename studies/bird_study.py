@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from jobs import run_jobs  # beside this script
-from recipe_study import _stat  # the same mean ±half-range as the species study
+from recipe_study import format_stat  # the same mean ±half-range as the species study
 
 from tinyinterp.metrics import COLLAPSED_RECALL, has_collapsed
 
@@ -264,7 +264,7 @@ def _mean(values):
 
 def _cell(vals, key, spec):
     if spec == "ctl":
-        a, c = _stat(vals.get(key, [])), _stat(vals.get(key + "_ctl", []))
+        a, c = format_stat(vals.get(key, [])), format_stat(vals.get(key + "_ctl", []))
         return f"{a} ({c})"
     if spec.startswith("pair"):
         if key == "recall":
@@ -273,7 +273,7 @@ def _cell(vals, key, spec):
             a, b = _mean(vals.get("top" + key, [])), _mean(vals.get("new" + key, []))
         fmt = {"pair": ".1f", "pair2": ".2f", "pair3": ".3f"}[spec]
         return " / ".join("-" if x is None else format(x, fmt) for x in (a, b))
-    return _stat(vals.get(key, []), spec)
+    return format_stat(vals.get(key, []), spec)
 
 
 def markdown_table(out, size, seeds, recipes):

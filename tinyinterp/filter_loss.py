@@ -31,7 +31,6 @@ from .templates import BETA, default_tau, template_priors, templates
 GRADIENTS = ("exact", "paper", "authors")
 SCALE_GRADIENTS = ("frozen", "exact")
 MIN_SCALE = 0.1  # floor of the normaliser c: the stable run in docs/calibration.md round 1
-LOGZ_MOMENTUM = 0.9  # running log Z (footnote 2); 0.9 as the code's sliceMag EMA (our_cnn_train.m)
 CATEGORY_MOMENTUM = 0.9  # sliceMag EMA, our_cnn_train.m:370-392 (authors' code)
 AUTHORS_TEMPERATURE = 0.5  # alpha = 0.5 in our_vl_simplenn.m:269 (not the paper's alpha)
 AUTHORS_STEP = 1e-5  # the 0.00001 * w_pos / w_neg factor, our_vl_simplenn.m:306, 318

@@ -53,7 +53,6 @@ RECIPES = {
              "mask": "argmax", "filter_loss": "authors", "scale_normalise": False,
              "lambda0": 1e-4, "lam": 10.0},
 }
-RECIPE = RECIPES["species"]
 
 
 class TrainingDiverged(RuntimeError):
