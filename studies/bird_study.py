@@ -1,4 +1,4 @@
-"""The bird-vs-not study (issue 13): the paper's CUB setting on all of CUB-200-2011.
+"""The bird-vs-not study: the paper's CUB setting (Table 5) on all of CUB-200-2011.
 
 Every recipe fine-tunes the same pretrained net per (size, seed): an ordinary small VGG
 trained on the 200 species of the official train split (the paper starts from ImageNet
@@ -41,8 +41,9 @@ DATA = ROOT.parent / "shared" / "cub200_160"
 PRETRAIN_EPOCHS = 14  # species, lr 0.01, 2 warm-up epochs, cosine
 FINETUNE_EPOCHS = 8   # lr 1e-3, cosine
 
-# recipe: (task, nets, extra train flags). Strengths from inert to the edge of NaN: issue 13's
-# first measurement had exact -MI at lambda0 0.1 and the authors' rule at x100 diverge.
+# recipe: (task, nets, extra train flags). Strengths from inert to the edge of NaN: the
+# first measurement had exact -MI at lambda0 0.1 and the authors' rule at x100 diverge
+# (docs/calibration.md#the-papers-own-task-bird-vs-not).
 RECIPES = {
     "baseline": ("bird", "ordinary", []),
     "authors-x10": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "10"]),
@@ -55,7 +56,8 @@ RECIPES = {
     "authors-x30": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "30"]),
     "authors-x10-centroid": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "10",
                                                        "--mask", "centroid"]),
-    # twice as long a fine-tuning (issue 13's single seed: the effect grew from 8 to 16 epochs)
+    # twice as long a fine-tuning (in the first measurement, one seed, the effect grew from 8 to
+    # 16 epochs)
     "baseline-16ep": ("bird", "ordinary", ["--finetune-epochs", "16", "--eval-every", "16"]),
     "authors-x10-16ep": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "10",
                                                    "--finetune-epochs", "16", "--eval-every", "16"]),

@@ -1,4 +1,4 @@
-"""The recipe study behind studies/README.md (species task; issue #4).
+"""The recipe study behind studies/README.md (species task).
 
 Trains every recipe on the toy birds (``data_samples/``) and, when it is there, on the real
 10-species CUB subset (``../shared/cub_real_subset``), over several seeds, through the

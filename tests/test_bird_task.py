@@ -1,4 +1,4 @@
-"""The single-category task (bird vs. not, issue 13): negatives, labels, heads, evaluation."""
+"""The single-category task (bird vs. not): negatives, labels, heads, evaluation."""
 import json
 from pathlib import Path
 
