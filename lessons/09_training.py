@@ -84,7 +84,7 @@ print(round(2 * base.top_channels * float(np.log(base.batch_size)), 1))  # 88.7 
 # lambda: lambda0 * mean max x / t with lambda0 = 1e-4, so it falls like 1/epoch; with
 # activations of order 1 the filter loss is a gentle push next to the cross-entropy.
 # The masks themselves cost accuracy (the next layer sees only a diamond of each map):
-# 26 points here, about 20 on real CUB birds (docs/calibration.md).
+# 26 points here, about 20 on real CUB birds (docs/calibration.md#what-the-masks-cost).
 
 # ---- the run folder ----
 for kind in finals:

@@ -11,7 +11,8 @@ What you will learn:
   (``ti.evaluate_model``, ``ti.metrics.format_table``);
 - why a low value alone proves nothing: a filter stuck at the centre unit scores far
   closer to a perfect tracker than to a random argmax, so every figure comes with its
-  *shuffled control*, the *centre share* and *reference values* (docs/calibration.md).
+  *shuffled control*, the *centre share* and *reference values*
+  (docs/calibration.md#what-every-figure-is-reported-with).
 
 It measures the nets of lesson 09 (lesson_output/run_09) when they are there, and else
 trains the same quick pair first (~10 s).

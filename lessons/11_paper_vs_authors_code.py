@@ -1,9 +1,10 @@
-"""Lesson 11: the paper vs the authors' released code (docs/paper.md Sec. 2.2-2.4 and 3).
+"""Lesson 11: the paper vs the authors' released code (docs/paper.md#the-authors-released-code).
 
 What you will learn, each with a small number to look at:
 1. mu_hat: the paper's argmax vs the code's rounded activation-weighted centroid
    (``ti.TemplateMask(mode="centroid")``), which lands between two parts, where nothing
-   fires, and is pulled to the middle of noisy maps (docs/calibration.md, round 2);
+   fires, and is pulled to the middle of noisy maps
+   (docs/calibration.md#centre-bias-and-the-shuffled-control);
 2. the mask: the code's m in [-1, 1] (no tau) vs the paper's tau-scaled template; the
    code's loss reads the negative part of m, at an effective tau of 2 / n^2;
 3. Z_T: over all training images (paper) vs a log-mean-exp over the mini-batch at

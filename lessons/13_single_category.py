@@ -242,7 +242,8 @@ print(round(ref["random_argmax"], 3), round(ref["fixed_unit_centre"], 3))  # 0.1
 #   follows the part from an offset (a filter of a wing's edge that tracks the head);
 # - ring: how many of the tracking filters put at least half of their own top images'
 #   argmaxes on the outer ring: they follow a part's row or column at the padded edge
-#   (issue 13's top conv on CUB, the crop's top edge straight above the head).
+#   (the top conv on CUB, docs/calibration.md#the-papers-own-task-bird-vs-not: the
+#   crop's top edge straight above the head).
 # On the toy birds at 32 px, 9 epochs in all, this is machinery, not a result.
 #
 # The real measurement is the paper's Table 5 on all of CUB (paper: ordinary 0.14-0.15,

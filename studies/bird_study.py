@@ -1,4 +1,4 @@
-"""The bird-vs-not study (issue 13): the paper's CUB setting on all of CUB-200-2011.
+"""The bird-vs-not study: the paper's CUB setting (Table 5) on all of CUB-200-2011.
 
 Every recipe fine-tunes the same pretrained net per (size, seed): an ordinary small VGG
 trained on the 200 species of the official train split (the paper starts from ImageNet
@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from jobs import run_jobs  # beside this script
-from recipe_study import _stat  # the same mean ±half-range as the species study
+from recipe_study import format_stat  # the same mean ±half-range as the species study
 
 from tinyinterp.metrics import COLLAPSED_RECALL, has_collapsed
 
@@ -41,8 +41,9 @@ DATA = ROOT.parent / "shared" / "cub200_160"
 PRETRAIN_EPOCHS = 14  # species, lr 0.01, 2 warm-up epochs, cosine
 FINETUNE_EPOCHS = 8   # lr 1e-3, cosine
 
-# recipe: (task, nets, extra train flags). Strengths from inert to the edge of NaN: issue 13's
-# first measurement had exact -MI at lambda0 0.1 and the authors' rule at x100 diverge.
+# recipe: (task, nets, extra train flags). Strengths from inert to the edge of NaN: the
+# first measurement had exact -MI at lambda0 0.1 and the authors' rule at x100 diverge
+# (docs/calibration.md#the-papers-own-task-bird-vs-not).
 RECIPES = {
     "baseline": ("bird", "ordinary", []),
     "authors-x10": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "10"]),
@@ -55,7 +56,8 @@ RECIPES = {
     "authors-x30": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "30"]),
     "authors-x10-centroid": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "10",
                                                        "--mask", "centroid"]),
-    # twice as long a fine-tuning (issue 13's single seed: the effect grew from 8 to 16 epochs)
+    # twice as long a fine-tuning (in the first measurement, one seed, the effect grew from 8 to
+    # 16 epochs)
     "baseline-16ep": ("bird", "ordinary", ["--finetune-epochs", "16", "--eval-every", "16"]),
     "authors-x10-16ep": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "10",
                                                    "--finetune-epochs", "16", "--eval-every", "16"]),
@@ -311,7 +313,7 @@ def _mean(values):
 
 def _cell(vals, key, spec):
     if spec == "ctl":
-        a, c = _stat(vals.get(key, [])), _stat(vals.get(key + "_ctl", []))
+        a, c = format_stat(vals.get(key, [])), format_stat(vals.get(key + "_ctl", []))
         return f"{a} ({c})"
     if spec.startswith("pair"):
         if key == "recall":
@@ -320,7 +322,7 @@ def _cell(vals, key, spec):
             a, b = _mean(vals.get("top" + key, [])), _mean(vals.get("new" + key, []))
         fmt = {"pair": ".1f", "pair2": ".2f", "pair3": ".3f"}[spec]
         return " / ".join("-" if x is None else format(x, fmt) for x in (a, b))
-    return _stat(vals.get(key, []), spec)
+    return format_stat(vals.get(key, []), spec)
 
 
 def markdown_table(out, size, seeds, recipes):

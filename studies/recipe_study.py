@@ -1,4 +1,4 @@
-"""The recipe study behind studies/README.md (species task; issue #4).
+"""The recipe study behind studies/README.md (species task).
 
 Trains every recipe on the toy birds (``data_samples/``) and, when it is there, on the real
 10-species CUB subset (``../shared/cub_real_subset``), over several seeds, through the
@@ -157,7 +157,7 @@ def seed_values(out, data, seed, recipe, net):
     return v
 
 
-def _stat(values, spec=".3f"):
+def format_stat(values, spec=".3f"):
     """mean ±half-range over seeds."""
     values = [v for v in values if v is not None]
     if not values:
@@ -204,7 +204,7 @@ def markdown_table(out, data, seeds, recipes):
                 top, new = vals.get("top" + key, []), vals.get("new" + key, [])
                 cells.append(f"{sum(top) / len(top):.1f} / {sum(new) / len(new):.1f}" if top else "-")
             else:
-                cells.append(_stat(vals.get(key, []), spec))
+                cells.append(format_stat(vals.get(key, []), spec))
         seeds_cell = f"{n}" + (f" ({unfinished} unfinished)" if unfinished else "")
         lines.append(f"| {recipe} | {net} | {seeds_cell} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""How strong is the authors' rule against the task, at each map size? (issue 13, 112 px)
+"""How strong is the authors' rule against the task, at each map size? (bird vs. not, 112 px)
 
 At 112 px the bird task's default (the authors' rule at x10) collapsed or stopped
 tracking on every seed, as x30 does at 64 px. The rule adds a fixed push at every

@@ -1,4 +1,4 @@
-"""The single-category task (bird vs. not, issue 13): negatives, labels, heads, evaluation."""
+"""The single-category task (bird vs. not): negatives, labels, heads, evaluation."""
 import json
 from pathlib import Path
 
@@ -91,8 +91,8 @@ def test_each_photo_is_decoded_once_for_its_positive_and_its_negative(tmp_path, 
 
     root = write_cub(tmp_path / "cub")
     decoded = []
-    real = cub._decode_rgb
-    monkeypatch.setattr(cub, "_decode_rgb", lambda path, *a: decoded.append(Path(path).name) or real(path, *a))
+    real = cub.decode_rgb
+    monkeypatch.setattr(cub, "decode_rgb", lambda path, *a: decoded.append(Path(path).name) or real(path, *a))
     ds = load_bird_task(root, size=16)
     assert len(decoded) == (ds.labels == 1).sum() == 7 and len(set(decoded)) == 7
     # bad arguments are refused as load_cub refuses them

@@ -1,4 +1,4 @@
-"""The filter loss -MI(X; T) (paper Eq. 1-7; docs/paper.md Decisions 5-7, 9)."""
+"""The filter loss -MI(X; T) (paper Eq. 1-7; docs/paper.md#decisions, 5-7 and 9)."""
 import math
 
 import numpy as np
@@ -164,7 +164,8 @@ def test_paper_gradient_is_the_target_template_term_of_the_z_fixed_gradient(labe
             expected = -dmi_ds[b, k_hat] * T[k_hat]  # the minimised loss is -MI
             assert relative_error(got[b, f], expected)[0] < 1e-6
             z_fixed_full[b, f] = -np.tensordot(dmi_ds[b], T, axes=1)
-    # the Z-fixed gradient in closed form (Decisions 6) is what the differences gave
+    # the Z-fixed gradient in closed form (docs/paper.md#decision-6-the-papers-gradient)
+    # is what the differences gave
     s = scores(x, T)
     log_q = s - logsumexp(s, axis=0, keepdims=True)
     log_r = logsumexp(log_q + np.log(p), axis=2)
@@ -272,7 +273,7 @@ def test_authors_rule_size_ignores_activation_scale_and_batch_duplication_but_no
     np.testing.assert_allclose(authors_setup(epoch=2)[0], dx1 / 2, rtol=1e-12)  # 1 / epoch
 
 
-# ---- scale normalisation (docs/calibration.md round 1) ----
+# ---- scale normalisation (docs/calibration.md#the-scale-normalised-loss) ----
 
 def test_scale_normalised_loss_ignores_a_common_scale_and_exact_gradient_is_radial_free():
     x = peaked_maps(3, 2, 4, seed=11, spread=5.0)
@@ -296,7 +297,7 @@ def test_unnormalised_loss_rewards_growing_activations():
     assert values[0] > values[1] > values[2]
 
 
-# ---- filter categories (Decisions 9) ----
+# ---- filter categories (docs/paper.md#decision-9-filter-categories) ----
 
 def test_filter_categories_on_a_constructed_case(xp):
     # filter 0 fires on class 2, filter 1 on class 0, filter 2 on class 1

@@ -1,4 +1,5 @@
-"""InterpretableMask: mask + filter loss + lambda schedule (paper Eq. 3; Decisions 8-10)."""
+"""InterpretableMask: mask + filter loss + lambda schedule
+(paper Eq. 3; docs/paper.md#decisions, 8-10)."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
-"""TemplateMask (paper Sec. 3; docs/paper.md Decisions 4; the authors' getMu.m / getMask.m)."""
+"""TemplateMask (paper Sec. 3; docs/paper.md#decision-4-the-mask;
+the authors' getMu.m / getMask.m)."""
 import numpy as np
 import pytest
 
@@ -101,7 +102,7 @@ def test_centroid_hand_example():
 
 def test_centroid_default_slope_is_about_paper_beta():
     # one step on linspace(-1, 1, n) is 2 / (n - 1), so beta_c = 2 on those coordinates is
-    # beta = 4 n / (n - 1) in the paper's cell units (docs/paper.md Sec. 2.2 inverts it)
+    # beta = 4 n / (n - 1) in the paper's cell units (docs/paper.md#the-mask-a-rounded-centroid)
     n = 8
     x = np.zeros((1, 1, n, n))
     x[0, 0, 3, 3] = 1.0

@@ -1,4 +1,4 @@
-"""Templates T_mu, T^- and their priors (paper Sec. 3, Fig. 3; docs/paper.md Decisions 1-3)."""
+"""Templates T_mu, T^- and their priors (paper Sec. 3, Fig. 3; docs/paper.md#decisions, 1-3)."""
 import numpy as np
 import pytest
 

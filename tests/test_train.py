@@ -159,7 +159,7 @@ def test_cli_finetune_protocol_writes_all_three_nets(tmp_path, capsys):
         assert (tmp_path / net / "checkpoint.npz").exists(), net
     _, cfg, _ = load_run(tmp_path / "interpretable")
     assert cfg.init_from == str(tmp_path / "pretrained" / "checkpoint.npz")
-    assert cfg.warmup_epochs == 0 and cfg.lr == ti.train.RECIPE["finetune_lr"] and cfg.epochs == 1
+    assert cfg.warmup_epochs == 0 and cfg.lr == ti.train.RECIPES["species"]["finetune_lr"] and cfg.epochs == 1
     assert load_run(tmp_path / "pretrained")[1].epochs == 2
     assert cfg.mask_options["mode"] == "centroid" and cfg.mask_options["lam"] == 3
     assert cfg.mask_options["gradient"] == "authors"

@@ -83,11 +83,6 @@ def device_of(a):
     return "gpu" if is_gpu_array(a) else "cpu"
 
 
-def float_dtype(a):
-    """The float dtype computation on ``a`` should use: float64 stays, all else float32."""
-    return np.float64 if a.dtype == np.float64 else DEFAULT_DTYPE
-
-
 # ---- host random numbers ----
 # Initial weights and dropout masks are drawn on the host from a seeded NumPy Generator
 # and then moved to the data's device. That makes a run reproducible bit for bit across

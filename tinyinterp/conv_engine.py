@@ -135,7 +135,7 @@ def _over_chunks(run, length, chunk, xp, size):
     and every product runs on one BLAS thread (``blas.blas_threads(1)``). So the copies,
     block sums and ReLU of the chunk loop use every core, not only the products: on the
     2-core Intel host the plain small VGG's training step at batch 32, 64 px takes 0.81x
-    the time it took with one loop (220 against 271 ms; benchmarks/README.md, session 8).
+    the time it took with one loop (220 against 271 ms; commit 8a35e19, benchmarks/README.md).
     Each chunk is computed by the same operations, on one BLAS thread, however many
     threads there are, so the numbers never depend on the thread counts (OpenBLAS on
     several threads may sum a product's terms in another order). So a conv uses as many

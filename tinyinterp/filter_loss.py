@@ -1,6 +1,6 @@
 """The filter loss Loss_f = -MI(X; T) (paper Eq. 1-7) and the filter -> category map.
 
-Notation (docs/paper.md Decisions 1, 5): feature maps x_b, b = 1..B, of F filters,
+Notation (docs/paper.md#notation): feature maps x_b, b = 1..B, of F filters,
 shape (B, F, n, n); templates T_k, k = 0..n^2 (T^- last) with priors p_k. Per filter:
 
     s_bk = tr(x_b . T_k)                        the template score (Eq. 2's exponent)
@@ -14,9 +14,11 @@ nats, and lies in [-min(H(T), log B), 0].
 
 Gradient modes of :class:`MutualInformationLoss`:
 
-- "exact": the true gradient of -MI with Z over the batch (Decisions 5).
-- "paper": Eq. 4 (Decisions 6), a surrogate, not the gradient of -MI.
-- "authors": the released MATLAB code's update rule (docs/paper.md Sec. 2.3), a
+- "exact": the true gradient of -MI with Z over the batch
+  (docs/paper.md#decision-5-the-exact-gradient).
+- "paper": Eq. 4 (docs/paper.md#decision-6-the-papers-gradient), a surrogate, not the
+  gradient of -MI.
+- "authors": the released MATLAB code's update rule (docs/paper.md#the-update-rule), a
   heuristic that is the gradient of no loss at all.
 """
 import math
@@ -30,8 +32,8 @@ from .templates import BETA, default_tau, template_priors, templates
 
 GRADIENTS = ("exact", "paper", "authors")
 SCALE_GRADIENTS = ("frozen", "exact")
-MIN_SCALE = 0.1  # floor of the normaliser c: the stable run in docs/calibration.md round 1
-LOGZ_MOMENTUM = 0.9  # running log Z (footnote 2); 0.9 as the code's sliceMag EMA (our_cnn_train.m)
+# floor of the normaliser c: the stable run in docs/calibration.md#the-scale-normalised-loss
+MIN_SCALE = 0.1
 CATEGORY_MOMENTUM = 0.9  # sliceMag EMA, our_cnn_train.m:370-392 (authors' code)
 AUTHORS_TEMPERATURE = 0.5  # alpha = 0.5 in our_vl_simplenn.m:269 (not the paper's alpha)
 AUTHORS_STEP = 1e-5  # the 0.00001 * w_pos / w_neg factor, our_vl_simplenn.m:306, 318
@@ -70,7 +72,7 @@ def mutual_information(log_q, log_r, log_p):
 
 
 def mi_score_gradient(log_q, log_r, log_p, fixed_z=False):
-    """dMI/ds_bk (B, F, K) (Decisions 5).
+    """dMI/ds_bk (B, F, K) (docs/paper.md#decision-5-the-exact-gradient).
 
     With g_bk = p_k (log q_bk - log r_b):
     exact (Z over the batch):  dMI/ds_bk = q_bk (g_bk - sum_b' q_b'k g_b'k);
@@ -86,7 +88,7 @@ def mi_score_gradient(log_q, log_r, log_p, fixed_z=False):
 
 def batch_scale(x, min_scale=MIN_SCALE):
     """c_f = max(mean_b max_ij x_bf, min_scale): (F,), the per-filter normaliser of the
-    scale-normalised loss (docs/calibration.md round 1; not in the paper)."""
+    scale-normalised loss (docs/calibration.md#the-scale-normalised-loss; not in the paper)."""
     B, F = x.shape[:2]
     return get_array_module(x).maximum(x.reshape(B, F, -1).max(axis=2).mean(axis=0), min_scale)
 
@@ -110,7 +112,7 @@ def positive_images(labels, categories, B, F, xp):
 
 
 def authors_rule(x, m, positive, epoch=1, w_pos=1.0, w_neg=1.0):
-    """The released code's filter-loss "gradient" (docs/paper.md Sec. 2.3 steps 2-6).
+    """The released code's filter-loss "gradient" (docs/paper.md#the-update-rule).
 
     A heuristic, not the gradient of any loss. Per filter, with temperature a = 0.5:
       strength  s_b = mean_ij(x_b . m_b) (m the signed mask, values in [-1, 1]);
@@ -182,8 +184,10 @@ class MutualInformationLoss(_Buffered):
     backward gives d(sum_f dloss_f Loss_f)/dx.
 
     gradient="exact": g_bk = p_k (log q_bk - log r_b), dMI/ds_bk = q_bk (g_bk - sum_b'
-        q_b'k g_b'k), dMI/dx_b = sum_k dMI/ds_bk T_k, dLoss/dx = -dMI/dx (Decisions 5).
-    gradient="paper": Eq. 4 with the sign of a minimised loss (Decisions 6). Assumptions:
+        q_b'k g_b'k), dMI/dx_b = sum_k dMI/ds_bk T_k, dLoss/dx = -dMI/dx
+        (docs/paper.md#decision-5-the-exact-gradient).
+    gradient="paper": Eq. 4 with the sign of a minimised loss
+        (docs/paper.md#decision-6-the-papers-gradient). Assumptions:
         Z_T held constant (the batch value, or with ``logz_momentum`` a running estimate,
         footnote 2, scaled to the batch size B); only the target template T_hat is kept,
         T_mu_hat (mu_hat = argmax x_b) for images of the filter's category, T^- for the
@@ -195,11 +199,12 @@ class MutualInformationLoss(_Buffered):
         1e-5 * w / (10 * epoch) per image, set ``epoch``, ``w_pos``, ``w_neg``.
         forward still returns -MI of Eq. 1, for logging only.
 
-    scale_normalise=True is a departure from the paper (docs/calibration.md round 1): per
-    filter, x is divided by c = max(mean_b max_ij x_b, min_scale), and the templates
-    are T / tau (values in [-1, 1]). The value of -MI then no longer changes when all
-    activations grow together, so it cannot be lowered by growing them. ``scale_gradient``
-    says how c enters backward: "frozen" (default, as in the calibration) holds c
+    scale_normalise=True is a departure from the paper
+    (docs/calibration.md#the-scale-normalised-loss): per filter, x is divided by
+    c = max(mean_b max_ij x_b, min_scale), and the templates are T / tau (values in
+    [-1, 1]). The value of -MI then no longer changes when all activations grow
+    together, so it cannot be lowered by growing them. ``scale_gradient`` says how c
+    enters backward: "frozen" (default, as in the calibration) holds c
     constant, i.e. the gradient of x -> -MI(x / c) at fixed c; "exact" also
     differentiates c(x) (1/B at each map's argmax while c > min_scale): the true
     gradient of the scale-free loss, orthogonal to x. ``scale=`` in forward fixes c.
@@ -378,10 +383,11 @@ class MutualInformationLoss(_Buffered):
         return f"MutualInformationLoss(n={self.n}, gradient={self.gradient!r}{extra})"
 
 
-# ---- which category each filter serves (Decisions 9) ----
+# ---- which category each filter serves (docs/paper.md#decision-9-filter-categories) ----
 
 class FilterCategories(_Buffered):
-    """c_hat(f) = argmax_c EMA over batches of mean_{b in class c} sum_ij x_bf (Decisions 9).
+    """c_hat(f) = argmax_c EMA over batches of mean_{b in class c} sum_ij x_bf
+    (docs/paper.md#decision-9-filter-categories).
 
     The paper's statistic (spatial sum) with the authors' exponential moving average
     (momentum 0.9; the code averages the spatial max instead). A class is first seen

@@ -4,8 +4,10 @@ Each row compares an analytic backward with central differences in float64
 (gradcheck.compare), contracting with a random upstream gradient:
 
 - TemplateMask (Sec. 3): the mask held constant, as in backward;
-- MutualInformationLoss, exact gradient of -MI (Eq. 1, 2; Decisions 5), also with
-  activations in the hundreds, and in the scale-normalised variant (docs/calibration.md)
+- MutualInformationLoss, exact gradient of -MI (Eq. 1, 2;
+  docs/paper.md#decision-5-the-exact-gradient), also with
+  activations in the hundreds, and in the scale-normalised variant
+  (docs/calibration.md#the-scale-normalised-loss)
   with c frozen and with c differentiated;
 - InterpretableMask (Eq. 3): sum(mask(x) * dout) + sum_f lambda_f Loss_f(x), lambda held
   constant (it is a weight computed in forward).

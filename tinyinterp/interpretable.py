@@ -1,11 +1,13 @@
 """InterpretableMask: the mask and the filter loss of one interpretable conv layer (paper Sec. 3).
 
-Put it right after the ReLU of the layer to make interpretable (Decisions 10)::
+Put it right after the ReLU of the layer to make interpretable
+(docs/paper.md#decision-10-where-the-masks-go)::
 
     Sequential(..., Conv2d(64, 128, 3, padding=1), ReLU(), InterpretableMask(128, 8, num_classes=10),
                Conv2d(128, 128, 3, padding=1), ReLU(), InterpretableMask(128, 8, num_classes=10), ...)
 
-Forward (Sec. 3, Decisions 4): x_masked = x * max(T_mu_hat / tau, 0) (a TemplateMask).
+Forward (Sec. 3, docs/paper.md#decision-4-the-mask): x_masked = x * max(T_mu_hat / tau, 0)
+(a TemplateMask).
 Backward (Eq. 3): the gradient at the layer's input is
 
     dL/dx = mask * dout + lambda_t * dLoss_f/dx,
@@ -19,10 +21,11 @@ filter's map after ReLU, wherever that filter sits (the top conv layer *and* the
 conv stays an ordinary Conv2d, and the pre-mask maps it caches are what evaluation
 reads. The authors' conv_mask (mask, then conv) fuses the two only as a convenience.
 
-lambda_t (Decisions 8, Sec. 5): "lambda proportional to (1/t) mean_{x in X} max_ij x" in
-epoch t. Here, per filter, lambda_f = lambda0 * mean_b max_ij x_bf / t, where t is the
-``epoch`` attribute (set by the trainer, from 1), evaluated in forward and held constant
-in backward. Or pass a fixed ``lam``.
+lambda_t (docs/paper.md#decision-8-lambda, Sec. 5): "lambda proportional to
+(1/t) mean_{x in X} max_ij x" in epoch t. Here, per filter,
+lambda_f = lambda0 * mean_b max_ij x_bf / t, where t is the ``epoch`` attribute (set by
+the trainer, from 1), evaluated in forward and held constant in backward. Or pass a
+fixed ``lam``.
 """
 from ._checks import check_array, check_channels
 from .backend import get_array_module
@@ -32,8 +35,8 @@ from .layers import Layer
 from .mask import BETA_CENTROID, TemplateMask, beta_target
 from .templates import BETA
 
-# The paper gives no constant for lambda. docs/calibration.md round 1 trained stably with a
-# fixed lambda = 1e-3 (scale-normalised loss, peak activations ~20); with
+# The paper gives no constant for lambda. The prototype trained stably with a fixed
+# lambda = 1e-3 (docs/calibration.md#the-scale-normalised-loss; peak activations ~20); with
 # lambda = lambda0 * mean max x / t, lambda0 = 1e-4 gives about that in epoch 1.
 LAMBDA0 = 1e-4
 AUTHORS_LAMBDA = 1.0  # the authors' rule carries its own scale (filter_loss.authors_rule)
@@ -55,7 +58,8 @@ class InterpretableMask(Layer):
             1e-5 * 0.1 / epoch. The code's task gradient is per image (its loss is a batch
             sum); with a batch-mean task loss, lam = 1/B reproduces its balance.
         lambda0: see LAMBDA0. mode: "argmax" (paper) or "centroid" (authors' code).
-        learn_beta: learn the mask's slope per channel as the authors' code does (mask.py:
+        learn_beta: learn the mask's slope per channel as the authors' code does
+            (docs/paper.md#learned-mask-slopes; mask.py:
             beta_c starts at 2 and after each training step, :meth:`step_beta`, moves
             ``beta_rate`` of the way to its target). Off: the fixed ``beta``.
         gradient, tau, alpha, beta, scale_normalise, min_scale, scale_gradient,
@@ -158,7 +162,7 @@ class InterpretableMask(Layer):
         self.last_lambda = float(self.lam_values.mean())
 
     def _lambda(self, x):
-        """(F,) lambda per filter, in x's dtype (Decisions 8)."""
+        """(F,) lambda per filter, in x's dtype (docs/paper.md#decision-8-lambda)."""
         xp = get_array_module(x)
         B, F = x.shape[:2]
         if self.lam is not None:

@@ -166,7 +166,7 @@ def conv2d_backward(dout, cache, input_grad=True):
 #
 # Zero padding puts a frame of zeros around every map, and a filter can tell where the
 # frame is: near the border its input looks unlike anywhere else, so the net can learn
-# where on the map a unit sits, not only what it sees (docs/paper.md, "Padding"). The
+# where on the map a unit sits, not only what it sees (docs/paper.md#conv-padding). The
 # other two modes fill the frame from the image itself:
 #   replicate: the edge pixel repeated outward   a b c d -> a a b c d d   (pad 1)
 #   reflect:   mirrored about the edge pixel     a b c d -> b a b c d c   (pad 1)

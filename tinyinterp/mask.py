@@ -9,15 +9,15 @@ Two ways to pick mu_hat:
 - ``mode="argmax"`` (the paper, Sec. 3): mu_hat = argmax_ij x_ij, ties to the first
   index in row-major order; the mask is max(T_mu_hat / tau, 0), i.e.
   max(1 - beta * ||[i,j] - mu_hat||_1 / n, 0): the template's *shape*, peak 1
-  (docs/paper.md Decisions 4).
+  (docs/paper.md#decision-4-the-mask).
 - ``mode="centroid"`` (the authors' released code, not the paper: getMu.m with
   IsUseMax=false, getMask.m): mu_hat is the activation-weighted centroid rounded to the
   grid, and the mask is max(m, 0) with m = max(1 - beta_c * (|u - mu_u| + |v - mu_v|), -1)
   on linspace(-1, 1, n) coordinates u, v. One grid step is 2 / (n - 1) there, so in cell
   units m = max(1 - (2 beta_c / (n - 1)) ||.||_1, -1): beta_c = 2 is the paper's
-  beta = 4 n / (n - 1), about 4 (4.57 at n = 8; docs/paper.md Sec. 2.2 writes the inverse
-  factor). The code learns beta_c per channel; here it is fixed unless the layer is
-  given per-channel slopes (``channel_beta``, learned by :func:`beta_target`).
+  beta = 4 n / (n - 1), about 4 (4.57 at n = 8; docs/paper.md#the-mask-a-rounded-centroid).
+  The code learns beta_c per channel; here it is fixed unless the layer is given
+  per-channel slopes (``channel_beta``, learned by :func:`beta_target`).
 
 Learned slopes (the authors' code, add_block_mask.m and our_vl_simplenn.m; not in the
 paper): each channel f has its own beta_c[f], starting at 2, and after every training
@@ -33,7 +33,7 @@ shrinks every activation about 2 n^2 times (128x at n = 8) and starves the next 
 of signal; the authors' code applies the tau-free mask, and so do we.
 
 The mask is held constant in backward: mu_hat is a discrete choice, so no gradient
-flows through it (docs/paper.md Decisions 4, Sec. 2.3 step 1).
+flows through it (docs/paper.md#decision-4-the-mask).
 """
 import numpy as np
 
@@ -172,7 +172,8 @@ def beta_target(x, signed_mask, positives, beta_c):
 # ---- the layer ----
 
 class TemplateMask(Layer):
-    """x_masked = x * max(shape_mu_hat, 0) per map (paper Sec. 3; Decisions 4).
+    """x_masked = x * max(shape_mu_hat, 0) per map
+    (paper Sec. 3; docs/paper.md#decision-4-the-mask).
 
     After forward:
         ``mu_hat`` (B, F) int: the chosen position, flat k = i*n + j;

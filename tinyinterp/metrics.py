@@ -1,8 +1,9 @@
 """Evaluation: location instability (paper Sec. 5.2.2, as the authors' code computes it),
-with the controls and reference values that make it readable (docs/calibration.md).
+with the controls and reference values that make it readable
+(docs/calibration.md#what-every-figure-is-reported-with).
 
-The metric (docs/paper.md, Decision 11)
----------------------------------------
+The metric (docs/paper.md#decision-11-location-instability)
+------------------------------------------------------------------
 For every filter f of a layer and every image, the *inferred position* is the
 receptive-field centre of the filter's argmax unit, and the *score* is the filter's max
 activation. For each landmark k, take the top-K images by score among the images where
@@ -15,8 +16,8 @@ the input diagonal. Average over landmarks (head, back, tail), then over filters
 Fewer than 2 images give NaN for that (f, k). Filters that never fire (max activation
 0 on every image) and filters with no finite D are left out of the mean and counted.
 
-Why the controls (docs/calibration.md)
---------------------------------------
+Why the controls (docs/calibration.md#floors-of-the-metric)
+-------------------------------------------------------
 On small crops this number has floors: a filter stuck at one central unit already scores
 about half of a random argmax, close to a perfect landmark tracker. So each figure comes
 with:
@@ -206,7 +207,7 @@ def _summarise(dev, dead, mean_distance):
 
 
 def location_instability(positions, scores, landmarks, visible, part_ids, diagonal, top_k=100):
-    """Location instability of one layer (Decision 11).
+    """Location instability of one layer (docs/paper.md#decision-11-location-instability).
 
     Args:
         positions: (N, F, 2) inferred position (x, y) of each filter on each image.

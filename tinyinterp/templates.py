@@ -1,4 +1,4 @@
-"""Part templates and their priors (paper Sec. 3, Fig. 3; docs/paper.md Decisions 1-3).
+"""Part templates and their priors (paper Sec. 3, Fig. 3; docs/paper.md#decisions, 1-3).
 
 Notation: a filter's feature map after ReLU is x, n x n. Templates are indexed
 k = 0..n^2:

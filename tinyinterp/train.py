@@ -44,7 +44,8 @@ from .runs import (TOY_BIRDS, TrainConfig, build_model, data_key, init_weights_f
 #  species: the recipe study on toy birds and the 10-species subset (studies/README.md);
 #  bird: the paper's CUB setting (bird vs. not); the authors' released-code rule at
 #    multiplier 10, the one recipe that put the new conv clearly below its shuffled
-#    control in issue 13's first measurement (studies/README.md, "bird vs. not").
+#    control when first measured (docs/calibration.md#the-papers-own-task-bird-vs-not);
+#    studies/README.md has it over three seeds.
 RECIPES = {
     "species": {"protocol": "finetune", "finetune_epochs": 6, "finetune_lr": 1e-3,
                 "mask": "argmax", "filter_loss": "exact", "scale_normalise": False,
@@ -53,7 +54,6 @@ RECIPES = {
              "mask": "argmax", "filter_loss": "authors", "scale_normalise": False,
              "lambda0": 1e-4, "lam": 10.0},
 }
-RECIPE = RECIPES["species"]
 
 
 class TrainingDiverged(RuntimeError):

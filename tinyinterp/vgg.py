@@ -78,8 +78,8 @@ def small_vgg(num_classes=10, input_size=64, widths=(32, 64, 128), top_channels=
     layers += [Flatten(), Linear(top_channels * side * side, fc_width, rng=rng), ReLU()]
     if dropout:
         layers.append(Dropout(dropout, rng=rng.integers(2**31)))
-    # a small last layer: the first logits are near 0 (calibration.md, round 3, found
-    # He-initialised heads can start far from log K and stall)
+    # a small last layer: the first logits are near 0 (He-initialised heads can start far
+    # from log K and stall: docs/calibration.md#pretraining-on-all-of-cub-200)
     layers.append(Linear(fc_width, num_classes, rng=rng, weight_std=HEAD_INIT_STD))
     model = Sequential(*layers)
     model.interpretable_indices = watched

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cub import CubDataset, CubFormatError, _build, _decode_rgb, _load_args
+from .cub import CubDataset, CubFormatError, build_dataset, decode_rgb, load_args
 
 CLASS_NAMES = ("not a bird", "bird")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -60,8 +60,8 @@ def background_square(box, width, height, neg_margin=0.05, max_side=None):
 
 
 class _BackgroundCrops:
-    """The background negatives, collected through ``_build``'s ``on_photo`` as each photo
-    is decoded for its positive (so every photo is decoded once, not twice)."""
+    """The background negatives, collected through ``build_dataset``'s ``on_photo`` as each
+    photo is decoded for its positive (so every photo is decoded once, not twice)."""
 
     def __init__(self, size, neg_margin, min_fraction):
         self.size, self.neg_margin, self.min_fraction = size, neg_margin, min_fraction
@@ -105,7 +105,7 @@ def _folder_negatives(folder, size):
     images, train = [], []
     for path in files:
         rel = path.relative_to(folder).as_posix()
-        im, _ = _decode_rgb(path, rel, "negatives folder")
+        im, _ = decode_rgb(path, rel, "negatives folder")
         images.append(np.asarray(im.resize((size, size), Image.BILINEAR)))
         train.append(hashlib.sha256(rel.encode()).digest()[0] < 128)  # stable, about half
     report = {"source": str(folder), "made": len(files), "train": int(sum(train)),
@@ -123,13 +123,13 @@ def load_bird_task(root, classes=None, images_per_class=None, size=64, margin=0.
     of non-bird images. neg_margin, min_fraction: see the module docstring. Negatives'
     ``image_ids`` are their photo's id (background) or -1, -2, ... (folder); their
     landmarks are invisible. ``report`` is the positives' report plus "negatives"."""
-    root, args = _load_args(root, classes, images_per_class, size, "box", margin)
+    root, args = load_args(root, classes, images_per_class, size, "box", margin)
     if negatives is None:
         crops = _BackgroundCrops(size, neg_margin, min_fraction)
-        pos = _build(root, **args, on_photo=crops)
+        pos = build_dataset(root, **args, on_photo=crops)
         imgs, ids, train, neg_report = crops.images, crops.ids, crops.train, crops.report()
     else:
-        pos = _build(root, **args)
+        pos = build_dataset(root, **args)
         imgs, ids, train, neg_report = _folder_negatives(negatives, size)
     n_pos, n_neg = len(pos), len(ids)
     P = len(pos.part_names)

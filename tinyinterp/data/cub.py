@@ -225,11 +225,11 @@ def _select_images(meta, class_ids, images_per_class):
 
 def _open_rgb(root, relpath, lineno):
     """Decode ``images/<relpath>`` fully as RGB; bad files raise CubFormatError naming them."""
-    return _decode_rgb(Path(root) / "images" / relpath, f"images/{relpath}",
+    return decode_rgb(Path(root) / "images" / relpath, f"images/{relpath}",
                        f"listed in images.txt, line {lineno}")
 
 
-def _decode_rgb(path, rel, where):
+def decode_rgb(path, rel, where):
     """Decode the image at ``path`` fully as RGB -> (image, whether it was converted).
     A missing or broken file raises CubFormatError naming ``rel`` and ``where``."""
     if not Path(path).is_file():
@@ -467,7 +467,10 @@ def _load_cache(path):
 
 # -------------------------------------------------------------------------------- load
 
-def _build(root, classes, images_per_class, size, crop, margin, on_photo=None):
+def build_dataset(root, classes, images_per_class, size, crop, margin, on_photo=None):
+    """Read and decode a CUB-layout folder into a CubDataset, with no cache (``load_cub``
+    adds the cache; ``load_args`` checks the arguments). on_photo: None, or a callable
+    that sees each decoded photo as well (the bird task collects its negatives there)."""
     meta = _read_metadata(root)
     class_ids = _select_classes(classes, meta["classes"])
     image_ids, skipped, empty = _select_images(meta, class_ids, images_per_class)
@@ -489,9 +492,9 @@ def _build(root, classes, images_per_class, size, crop, margin, on_photo=None):
         part_names=[meta["parts"][p][1][0] for p in part_ids], report=report)
 
 
-def _load_args(root, classes, images_per_class, size, crop, margin):
+def load_args(root, classes, images_per_class, size, crop, margin):
     """load_cub's arguments checked and normalised -> (root as a Path, the dict of
-    _build's arguments that also keys the cache)."""
+    build_dataset's arguments that also keys the cache)."""
     root = Path(root)
     if crop not in ("box", "whole"):
         raise ValueError(f"crop must be 'box' or 'whole', got {crop!r}")
@@ -521,9 +524,9 @@ def load_cub(root, classes=None, images_per_class=None, size=64, crop="box", mar
     cache_dir: when given, decoded arrays are cached there as one .npz per
     (folder listing, arguments).
     """
-    root, args = _load_args(root, classes, images_per_class, size, crop, margin)
+    root, args = load_args(root, classes, images_per_class, size, crop, margin)
     if cache_dir is None:
-        ds = _build(root, **args)
+        ds = build_dataset(root, **args)
         ds.report["cache"] = "off"
         return ds
     path = Path(cache_dir) / f"cub_{_cache_key(root, args, cache_dir)[:24]}.npz"
@@ -536,7 +539,7 @@ def load_cub(root, classes=None, images_per_class=None, size=64, crop="box", mar
         except Exception as exc:  # any unreadable cache is rebuilt, never trusted
             warnings.warn(f"CUB cache {path} is unreadable ({exc}); rebuilding it")
             state = "rebuilt"
-    ds = _build(root, **args)
+    ds = build_dataset(root, **args)
     ds.report["cache"] = state
     _save_cache(path, ds)
     return ds
