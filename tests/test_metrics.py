@@ -388,3 +388,84 @@ def test_evaluate_runs_writes_both_files(tmp_path):
     text = (tmp_path / "evaluation.txt").read_text()
     assert "ordinary" in text and "reference values" in text
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+# ------------------------------------------------------------- the authors' protocol
+
+def forehead_tracker_dataset(n, seed=0):
+    """8x8 images whose red channel is brightest at the forehead landmark's pixel; the
+    crown elsewhere. In every third image the forehead is hidden and the crown visible."""
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, 8, (n, 2))  # forehead pixel (row, col)
+    images = rng.integers(0, 100, (n, 8, 8, 3), dtype=np.uint8)
+    images[np.arange(n), cells[:, 0], cells[:, 1], 0] = 255
+    landmarks = rng.uniform(0, 8, (n, len(PART_NAMES), 2)).astype(np.float32)
+    fore, crown = PART_NAMES.index("forehead"), PART_NAMES.index("crown")
+    landmarks[:, fore] = cells[:, ::-1] + 0.5  # (x, y) of the pixel centre
+    visible = np.ones((n, len(PART_NAMES)), bool)
+    visible[::3, fore] = False
+    return CubDataset(images=images, labels=np.arange(n) % 3, class_ids=np.arange(1, 4),
+                      class_names=["a", "b", "c"], is_train=np.zeros(n, bool),
+                      landmarks=landmarks, visible=visible, image_ids=np.arange(1, n + 1),
+                      part_names=PART_NAMES, report={}), crown
+
+
+def forehead_tracker():
+    """One 1x1 filter reading the red channel: its argmax is the forehead's pixel."""
+    conv = Conv2d(3, 1, 1)
+    conv.params["W"][...] = np.array([1.0, 0.0, 0.0]).reshape(1, 3, 1, 1)
+    conv.params["b"][...] = 0.0
+    from tinyinterp.layers import Flatten, Linear
+    model = Sequential(conv, ReLU(), Flatten(), Linear(64, 3))
+    model.interpretable_indices = [1]
+    return model
+
+
+def test_authors_protocol_scores_forehead_back_tail_on_a_fixed_sample():
+    from tinyinterp.metrics import AUTHORS_IMAGES, AUTHORS_PARTS, authors_sample, landmark_groups
+
+    ds, crown = forehead_tracker_dataset(2300)
+    mean, std = ds.mean_std()
+    model = forehead_tracker()
+    res = evaluate_model(model, ds, mean, std, top_k=100, protocol="authors")
+    layer = res["layers"]["top"]
+    assert res["protocol"] == "authors" and res["landmarks"] == list(AUTHORS_PARTS)
+    assert res["images"] == AUTHORS_IMAGES
+    # the filter sits on the forehead of every image that shows it: D = 0 exactly there
+    assert layer["per_landmark"]["forehead"] == 0.0
+    assert layer["per_landmark"]["back"] > 0.05 and layer["per_landmark"]["tail"] > 0.05
+    # ours reads the crown where the forehead is hidden, and the filter is not there
+    ours = evaluate_model(model, ds, mean, std, top_k=100)
+    assert ours["images"] == 2300 and ours["layers"]["top"]["per_landmark"]["head"] > 0.05
+    # the sample: fixed, without repeats, in image order; the whole set when small
+    sample = authors_sample(2300)
+    assert len(set(sample)) == AUTHORS_IMAGES and np.all(np.diff(sample) > 0)
+    np.testing.assert_array_equal(sample, authors_sample(2300))
+    np.testing.assert_array_equal(authors_sample(150), np.arange(150))
+    assert res["visible_images"]["forehead"] == int(ds.visible[sample, PART_NAMES.index("forehead")].sum())
+    # the layer value is location_instability on those images and parts
+    sub = ds.subset(sample)
+    lm, vis, names = landmark_groups(sub, "authors")
+    assert names == AUTHORS_PARTS and not vis[:, 1][::3].all()
+    maps = collect_maps(model, sub, mean, std)["layers"][1]
+    positions = unit_centres(maps["units"], 0.5, 1.0)
+    expected = location_instability(positions, maps["max"], lm, vis, None, math.hypot(8, 8), 100)
+    assert layer["instability"] == pytest.approx(expected["value"], rel=1e-12)
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        evaluate_model(model, ds, mean, std, protocol="paper")
+
+
+def test_evaluate_runs_writes_the_authors_protocol_beside_ours(tmp_path):
+    from tinyinterp.train import TOY_BIRDS, TrainConfig, train_one
+
+    cfg = TrainConfig(data=str(TOY_BIRDS), size=32, epochs=1, widths=[8], top_channels=8,
+                      batch_size=32, images_per_class=6, task="bird")
+    train_one(cfg, tmp_path / "ordinary", log=lambda *a: None)
+    ours = evaluate_runs(tmp_path, top_k=10)
+    authors = evaluate_runs(tmp_path, top_k=10, protocol="authors")
+    assert json.loads((tmp_path / "evaluation-authors.json").read_text()) == authors
+    assert json.loads((tmp_path / "evaluation.json").read_text()) == ours  # left as it was
+    assert (tmp_path / "evaluation-authors.txt").is_file()
+    a, o = authors["ordinary"], ours["ordinary"]
+    assert a["landmarks"] == ["back", "forehead", "tail"] and o["landmarks"] == ["head", "back", "tail"]
+    assert a["accuracy"] == o["accuracy"] and a["recall"] == o["recall"]  # over all images alike

@@ -53,6 +53,16 @@ from .vgg import receptive_field
 
 LANDMARK_GROUPS = ("head", "back", "tail")
 LAYER_NAMES = ("top", "new")
+# The two ways of choosing the images and landmarks (docs/paper.md#evaluation-in-the-code):
+#  "ours": every image of the split, the head (forehead, else crown), back and tail;
+#  "authors": the authors' showResults.m / computeStability.m: CUB parts 1, 6 and 14 (back,
+#    forehead, tail; no crown for a hidden forehead) on a fixed sample of 2,000 test
+#    images, top 100. Their sample file is not ours to ship; ours is drawn once from a
+#    fixed seed, so every net is scored on the same images.
+PROTOCOLS = ("ours", "authors")
+AUTHORS_PARTS = ("back", "forehead", "tail")
+AUTHORS_IMAGES = 2000
+AUTHORS_SAMPLE_SEED = 0
 THRESHOLDS = (0.8, 0.9)
 
 
@@ -130,6 +140,32 @@ def cub_landmark_groups(ds):
     landmarks = np.stack([head, pts[:, names.index("back")], pts[:, names.index("tail")]], axis=1)
     visible = np.stack([head_vis, vis[:, names.index("back")], vis[:, names.index("tail")]], axis=1)
     return landmarks, visible
+
+
+def landmark_groups(ds, protocol="ours"):
+    """(landmarks (N, 3, 2), visible (N, 3), names) of a protocol: ours
+    (:func:`cub_landmark_groups`) or the authors' three parts, by name, as they are."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "ours":
+        return (*cub_landmark_groups(ds), LANDMARK_GROUPS)
+    names = list(ds.part_names)
+    missing = [p for p in AUTHORS_PARTS if p not in names]
+    if missing:
+        raise ValueError(f"landmark_groups: part names {missing} not in {names}")
+    cols = [names.index(p) for p in AUTHORS_PARTS]
+    pts = np.asarray(ds.landmarks, np.float64)[:, cols]
+    vis = np.asarray(ds.visible, bool)[:, cols]
+    return np.where(vis[..., None], pts, 0.0), vis, AUTHORS_PARTS
+
+
+def authors_sample(n, size=AUTHORS_IMAGES, seed=AUTHORS_SAMPLE_SEED):
+    """The authors' protocol's images: ``size`` of the n drawn without replacement by
+    ``default_rng(seed)``, in image order (all n when n <= size). The same n always
+    gives the same images."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
 # ------------------------------------------------------------------- location instability
@@ -433,9 +469,13 @@ def _jsonable(obj):
     return obj
 
 
-def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_size=64):
+def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_size=64,
+                   protocol="ours"):
     """Accuracy and location instability (with controls) of ``model`` on ``ds``.
 
+    ``protocol``: "ours" measures every image of ``ds`` on head, back and tail; "authors"
+    the fixed sample :func:`authors_sample` of ``ds`` on back, forehead and tail (then
+    "accuracy" and "images" are the sample's).
     ``model`` must already live on ``device``. Returns a JSON-able dict:
         accuracy, images, top_k, seed, diagonal, landmarks (names), visible_images
         (per landmark), layers: {"top": {...}, "new": {...}}, reference: {...}.
@@ -447,8 +487,10 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
     (None for dropped filters), per_filter_border (:func:`top_k_border_share`).
     Undefined values (NaN) are None.
     """
+    if protocol == "authors":
+        ds = ds.subset(authors_sample(len(ds)))
+    landmarks3, visible3, names = landmark_groups(ds, protocol)
     maps = collect_maps(model, ds, mean, std, device=device, batch_size=batch_size)
-    landmarks3, visible3 = cub_landmark_groups(ds)
     h, w = ds.images.shape[1:3]
     diagonal = math.hypot(h, w)
     layers, grid = {}, None
@@ -472,8 +514,8 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
             "offset": part_offsets(inst, ctrl, ring_share=ring),
             "dead_filters": inst["dead_filters"], "dropped_filters": inst["dropped_filters"],
             "filters": inst["filters"],
-            "per_landmark": dict(zip(LANDMARK_GROUPS, inst["per_landmark"])),
-            "control_per_landmark": dict(zip(LANDMARK_GROUPS, ctrl["per_landmark"])),
+            "per_landmark": dict(zip(names, inst["per_landmark"])),
+            "control_per_landmark": dict(zip(names, ctrl["per_landmark"])),
             "per_filter": inst["per_filter"], "per_filter_control": ctrl["per_filter"],
             "per_filter_border": ring,
         }
@@ -482,18 +524,18 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
     reference = None
     if grid is not None:
         ref = reference_values(landmarks3, visible3, *grid, diagonal, top_k=top_k, seed=seed)
-        ref["landmark_oracle"] = dict(zip(LANDMARK_GROUPS, ref["landmark_oracle"]))
-        ref["landmark_oracle_own"] = dict(zip(LANDMARK_GROUPS, ref["landmark_oracle_own"]))
-        ref["landmark_oracle_distance"] = dict(zip(LANDMARK_GROUPS, ref["landmark_oracle_distance"]))
+        ref["landmark_oracle"] = dict(zip(names, ref["landmark_oracle"]))
+        ref["landmark_oracle_own"] = dict(zip(names, ref["landmark_oracle_own"]))
+        ref["landmark_oracle_distance"] = dict(zip(names, ref["landmark_oracle_distance"]))
         ref["grid"] = {"n": grid[0], "start": grid[1], "jump": grid[2]}
         reference = ref
     n_img = len(ds)
     return _jsonable({
         "accuracy": float((maps["pred"] == maps["labels"]).mean()) if n_img else float("nan"),
         "correct": int((maps["pred"] == maps["labels"]).sum()), "images": n_img,
-        "top_k": int(top_k), "seed": int(seed), "diagonal": diagonal,
-        "landmarks": list(LANDMARK_GROUPS),
-        "visible_images": dict(zip(LANDMARK_GROUPS, visible3.sum(axis=0).tolist())),
+        "top_k": int(top_k), "seed": int(seed), "diagonal": diagonal, "protocol": protocol,
+        "landmarks": list(names),
+        "visible_images": dict(zip(names, visible3.sum(axis=0).tolist())),
         "layers": layers, "reference": reference,
     })
 
@@ -586,7 +628,14 @@ def format_table(results_by_net):
 
 # ----------------------------------------------------------------------------- run folder
 
-def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0, data=None):
+def evaluation_files(protocol="ours"):
+    """The report's file names: evaluation.json / .txt, or evaluation-authors.json / .txt."""
+    stem = "evaluation" if protocol == "ours" else f"evaluation-{protocol}"
+    return f"{stem}.json", f"{stem}.txt"
+
+
+def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0, data=None,
+                  protocol="ours"):
     """Evaluate every net in ``run_root``: each subfolder holding ``checkpoint.npz``
     (ordinary first, then interpretable, then others by name; ``run_root`` itself when it
     holds one). Each net is evaluated on ``split`` of its own config's data, normalised with
@@ -599,7 +648,10 @@ def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0, data=
     gives each class's ({"bird": .., "not a bird": ..}).
 
     ``data``: an optional dict {data_key(cfg): load_data(cfg)} of data already loaded; what
-    is loaded here is added to it (``train`` hands the report its data this way)."""
+    is loaded here is added to it (``train`` hands the report its data this way).
+    ``protocol="authors"`` (:func:`evaluate_model`) writes evaluation-authors.json / .txt."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(run_root)
@@ -616,24 +668,28 @@ def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0, data=
         _ds, train, test, mean, std = load_data_once(cfg, data_cache)
         ds = train if split == "train" else test
         if cfg.task == "bird":
-            res = _evaluate_bird_task(model, ds, mean, std, device, top_k, seed)
+            res = _evaluate_bird_task(model, ds, mean, std, device, top_k, seed, protocol)
         else:
-            res = evaluate_model(model, ds, mean, std, device=device, top_k=top_k, seed=seed)
+            res = evaluate_model(model, ds, mean, std, device=device, top_k=top_k, seed=seed,
+                                 protocol=protocol)
         res["split"], res["run_dir"], res["task"] = split, str(run_dir), cfg.task
         results[run_dir.name] = res
-    atomic_write_text(root / "evaluation.json", json.dumps(results, indent=1, allow_nan=False))
-    atomic_write_text(root / "evaluation.txt", format_table(results) + "\n")
+    json_name, txt_name = evaluation_files(protocol)
+    atomic_write_text(root / json_name, json.dumps(results, indent=1, allow_nan=False))
+    atomic_write_text(root / txt_name, format_table(results) + "\n")
     return results
 
 
-def _evaluate_bird_task(model, ds, mean, std, device, top_k, seed):
+def _evaluate_bird_task(model, ds, mean, std, device, top_k, seed, protocol="ours"):
     """evaluate_model on the birds of ``ds``, with the accuracy and each class's recall
     over all of ``ds`` (birds and non-birds)."""
     birds, others = ds.subset(ds.labels == 1), ds.subset(ds.labels == 0)
-    res = evaluate_model(model, birds, mean, std, device=device, top_k=top_k, seed=seed)
-    # evaluate_model's accuracy on the birds alone is their recall; only the non-birds
-    # still need a forward pass
-    right_birds = res["correct"]
+    res = evaluate_model(model, birds, mean, std, device=device, top_k=top_k, seed=seed,
+                         protocol=protocol)
+    # evaluate_model's accuracy on the birds alone is their recall (unless it measured a
+    # sample of them); the non-birds still need a forward pass
+    right_birds = res["correct"] if res["images"] == len(birds) else \
+        int((collect_predictions(model, birds, mean, std, device) == 1).sum())
     right_others = int((collect_predictions(model, others, mean, std, device) == 0).sum())
     res["accuracy"] = (right_birds + right_others) / len(ds) if len(ds) else None
     res["correct"], res["accuracy_images"] = right_birds + right_others, len(ds)
@@ -643,7 +699,7 @@ def _evaluate_bird_task(model, ds, mean, std, device, top_k, seed):
     res["negatives"] = len(others)
     res["accuracy_note"] = (f"bird vs. not over {len(ds)} images (recall: birds "
                             f"{_f(recall.get('bird'))}, non-birds {_f(recall.get('not a bird'))}); "
-                            f"filters measured on the {len(birds)} birds")
+                            f"filters measured on {res['images']} of the {len(birds)} birds")
     return res
 
 
