@@ -185,9 +185,7 @@ def run(args):
 
     def commands(job):
         return [job_command(args.out, *job, data=args.data, finetune_epochs=args.finetune_epochs,
-                            device=args.device),
-                [sys.executable, "-m", "tinyinterp", "evaluate", str(run_dir(args.out, *job)),
-                 "--device", args.device]]
+                            device=args.device)] + evaluate_commands(args.out, job, args.device)
 
     run_jobs(pending, ready, commands, lambda job: "{}px-s{}-{}".format(*job), Path(args.out) / "logs",
              worker_env(os.environ, args.jobs), args.jobs, ROOT)
@@ -207,12 +205,19 @@ def evaluate(args):
             print("{}px-s{}-{}: no checkpoint here (trained elsewhere), its evaluation stays".format(*job))
 
     def commands(job):
-        return [[sys.executable, "-m", "tinyinterp", "evaluate", str(run_dir(args.out, *job)),
-                 "--device", args.device]]
+        return evaluate_commands(args.out, job, args.device)
 
     run_jobs(pending, lambda job, done: True, commands, lambda job: "{}px-s{}-{}-evaluate".format(*job),
              Path(args.out) / "logs", worker_env(os.environ, args.jobs), args.jobs, ROOT)
     return 0
+
+
+def evaluate_commands(out, job, device):
+    """Both evaluations of a job's run folder: ours (evaluation.json) and the authors'
+    protocol (evaluation-authors.json: back, forehead, tail on 2,000 sampled test birds)."""
+    folder = str(run_dir(out, *job))
+    return [[sys.executable, "-m", "tinyinterp", "evaluate", folder, "--device", device]
+            + extra for extra in ([], ["--protocol", "authors"])]
 
 
 def _net_dir(out, size, seed, recipe):
@@ -292,6 +297,15 @@ def seed_values(out, size, seed, recipe):
     elif recipe == base_recipe:
         v["dacc"] = 0.0
         v["top_to_base"] = v["new_to_base"] = 1.0
+    # the authors' protocol, where it was run: the new conv, and its ratio to the baseline's
+    authors = folder / "evaluation-authors.json"
+    base_authors = run_dir(out, size, seed, base_recipe) / "evaluation-authors.json"
+    if authors.is_file():
+        v["authors_new"] = json.loads(authors.read_text())[net]["layers"]["new"]["instability"]
+        if base_authors.is_file():
+            base = json.loads(base_authors.read_text()).get("ordinary")
+            if base:
+                v["authors_to_base"] = v["authors_new"] / base["layers"]["new"]["instability"]
     return v
 
 
@@ -303,6 +317,7 @@ COLUMNS = [  # header, key, format ("pair" = top / new, mean over seeds)
     ("< 0.9x ctl (top / new)", "_below9", "pair"),
     ("dist (top / new)", "_dist", "pair3"), ("centre (top / new)", "_centre", "pair2"),
     ("border (top / new)", "_border", "pair2"),
+    ("authors' protocol: new conv (/ base)", "authors", "authors"),
 ]
 
 
@@ -312,6 +327,9 @@ def _mean(values):
 
 
 def _cell(vals, key, spec):
+    if spec == "authors":
+        a, r = _mean(vals.get("authors_new", [])), _mean(vals.get("authors_to_base", []))
+        return "-" if a is None else f"{a:.3f}" + ("" if r is None else f" ({r:.2f}x)")
     if spec == "ctl":
         a, c = format_stat(vals.get(key, [])), format_stat(vals.get(key + "_ctl", []))
         return f"{a} ({c})"

@@ -77,7 +77,7 @@ def test_runner_waits_for_readiness_and_stops_a_job_at_its_first_failure(tmp_pat
 
 
 def fake_run(root, recipe, seed, acc, inst, below8=(1, 2), finished=True, epochs=2, ring=None,
-             recall=(0.9, 0.8)):
+             recall=(0.9, 0.8), authors=None):
     task, net, _ = bs.RECIPES[recipe]
     folder = bs.run_dir(root, 64, seed, recipe)
     (folder / net).mkdir(parents=True)
@@ -95,6 +95,9 @@ def fake_run(root, recipe, seed, acc, inst, below8=(1, 2), finished=True, epochs
     if task == "bird":
         entry["recall"] = {"bird": recall[0], "not a bird": recall[1]}
     (folder / "evaluation.json").write_text(json.dumps({net: entry}))
+    if authors is not None:  # the authors' protocol: the new conv's instability
+        other = {"accuracy": acc, "layers": {"top": {"instability": 0.5}, "new": {"instability": authors}}}
+        (folder / "evaluation-authors.json").write_text(json.dumps({net: other}))
 
 
 def test_table_pairs_each_recipe_with_the_baseline_of_its_seed(tmp_path):
@@ -110,9 +113,23 @@ def test_table_pairs_each_recipe_with_the_baseline_of_its_seed(tmp_path):
     # filters below 0.8x control, then how many of them sit on the ring, means over the seeds
     assert "| 4.0 / 25.0 | 1.0 / 5.0 |" in text
     assert "| 1.0 / 2.0 | - / - |" in text  # the baseline's evaluations have no ring count
-    assert text.splitlines()[2].endswith("| 0.25 / 0.25 | 0.40 / 0.40 |")  # centre, border shares
+    # centre and border shares, then the authors' protocol (not run on these)
+    assert text.splitlines()[2].endswith("| 0.25 / 0.25 | 0.40 / 0.40 | - |")
     assert "| exact-1e-2 | 0 (+1 unfinished) | - |" in text
     assert bs.seed_values(tmp_path, 64, 2, "authors-x10") is None
+
+
+def test_table_shows_the_authors_protocol_beside_ours(tmp_path):
+    fake_run(tmp_path, "baseline", 0, 0.9, 0.10, authors=0.140)
+    fake_run(tmp_path, "baseline", 1, 0.9, 0.10, authors=0.100)
+    fake_run(tmp_path, "authors-x10", 0, 0.85, 0.05, authors=0.070)
+    fake_run(tmp_path, "authors-x10", 1, 0.85, 0.05, authors=0.080)
+    assert bs.seed_values(tmp_path, 64, 0, "authors-x10")["authors_to_base"] == pytest.approx(0.5)
+    text = bs.markdown_table(tmp_path, 64, [0, 1], ["baseline", "authors-x10"])
+    assert text.splitlines()[3].endswith("| 0.075 (0.65x) |")  # means of 0.07, 0.08 and 0.5, 0.8
+    assert text.splitlines()[2].endswith("| 0.120 (1.00x) |")
+    cmds = bs.evaluate_commands(tmp_path, (64, 0, "baseline"), "cpu")
+    assert len(cmds) == 2 and cmds[1][-2:] == ["--protocol", "authors"] and "--protocol" not in cmds[0]
 
 
 def test_a_run_that_calls_every_image_a_bird_is_counted_apart_from_the_means(tmp_path):
@@ -207,8 +224,9 @@ def test_evaluate_reruns_every_trained_run_and_nothing_else(tmp_path, monkeypatc
     assert bs.evaluate(args) == 0
     assert [job for job, _ in calls] == [(64, 0, "baseline"), (64, 1, "authors-x3")]
     assert "64px-s0-authors-x3: no checkpoint here" in capsys.readouterr().out
-    (argv,), = [cmds for job, cmds in calls if job == (64, 0, "baseline")]
-    assert argv[-4:] == ["evaluate", str(bs.run_dir(tmp_path, 64, 0, "baseline")), "--device", "cpu"]
+    (ours, authors), = [cmds for job, cmds in calls if job == (64, 0, "baseline")]
+    assert ours[-4:] == ["evaluate", str(bs.run_dir(tmp_path, 64, 0, "baseline")), "--device", "cpu"]
+    assert authors[-6:] == ours[-4:] + ["--protocol", "authors"]
 
 
 def test_every_bird_recipe_is_judged_against_a_baseline_trained_alike(tmp_path):

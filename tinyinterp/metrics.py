@@ -743,6 +743,10 @@ def add_evaluate_parser(sub):
     p.add_argument("--top-k", type=int, default=100, help="images per filter and landmark")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--seed", type=int, default=0, help="seed of the controls and references")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default="ours",
+                   help="ours: every test image, head (forehead, else crown), back, tail -> "
+                        "evaluation.json; authors: back, forehead, tail on a fixed sample of 2,000 "
+                        "test images, as the authors' code -> evaluation-authors.json")
     p.set_defaults(func=cmd_evaluate)
     return p
 
@@ -750,10 +754,11 @@ def add_evaluate_parser(sub):
 def cmd_evaluate(args):
     try:
         results = evaluate_runs(args.run, split=args.split, device=args.device,
-                                top_k=args.top_k, seed=args.seed)
+                                top_k=args.top_k, seed=args.seed, protocol=args.protocol)
     except FileNotFoundError as e:
         print(f"evaluate: {e}")
         return 1
     print(format_table(results))
-    print(f"\nwrote {Path(args.run) / 'evaluation.json'} and evaluation.txt")
+    json_name, txt_name = evaluation_files(args.protocol)
+    print(f"\nwrote {Path(args.run) / json_name} and {txt_name}")
     return 0
