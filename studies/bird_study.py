@@ -107,8 +107,16 @@ BASELINES = {"authors-x10-16ep": "baseline-16ep", "authors-x3-16ep": "baseline-1
              "authors-x10-schedule-50ep": "baseline-schedule-50ep"}
 # the stage-1 nets: name -> extra train flags; a recipe fine-tunes "pretrain" unless
 # PRETRAIN_OF names another (its padding mode must be the recipe's: the whole net alike)
-PRETRAINS = {"pretrain": [], "pretrain-replicate": REPLICATE}
+# a stronger stage 1: more than twice as long, each image moved by up to 8 px (1/8 of 64 px)
+STRONG = ["--epochs", "30", "--eval-every", "30", "--shift", "8"]
+PRETRAINS = {"pretrain": [], "pretrain-replicate": REPLICATE, "pretrain-strong": STRONG}
+RECIPES.update({
+    "baseline-strong-stage1": ("bird", "ordinary", []),
+    "authors-x10-strong-stage1": ("bird", "interpretable", X10),
+})
+BASELINES["authors-x10-strong-stage1"] = "baseline-strong-stage1"
 PRETRAIN_OF = {recipe: "pretrain-replicate" for recipe in RECIPES if "replicate" in recipe}
+PRETRAIN_OF.update({"baseline-strong-stage1": "pretrain-strong", "authors-x10-strong-stage1": "pretrain-strong"})
 SIZES = (64, 112)
 
 

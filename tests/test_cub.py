@@ -237,6 +237,41 @@ def test_flip_mirrors_images_landmarks_and_swaps_sides(cub_root):
         assert np.all(b["landmarks"][i][~b["visible"][i]] == 0)
 
 
+def test_shift_moves_each_image_and_its_landmarks_together(cub_root):
+    ds = load_cub(cub_root, size=24)
+    plain = collect(ds, batch_size=len(ds), shuffle=False, flip=False)[0]
+    moved = collect(ds, batch_size=len(ds), shuffle=False, flip=False, shift=5, seed=1)[0]
+    again = collect(ds, batch_size=len(ds), shuffle=False, flip=False, shift=5, seed=1)[0]
+    assert all(np.array_equal(moved[k], again[k]) for k in moved)  # the same seed, the same moves
+    assert any(not np.array_equal(moved["x"][i], plain["x"][i]) for i in range(len(ds)))
+    for i in range(len(ds)):
+        delta = moved["landmarks"][i] - plain["landmarks"][i]
+        both = moved["visible"][i] & plain["visible"][i]
+        assert both.any()
+        dx, dy = delta[both][0]
+        assert np.allclose(delta[both], [dx, dy]) and abs(dx) <= 5 and abs(dy) <= 5
+        assert dx == int(dx) and dy == int(dy)
+        dx, dy = int(dx), int(dy)
+        # the pixels moved with the landmarks: out[y, x] = in[y - dy, x - dx] where both exist
+        ys, xs = slice(max(dy, 0), 24 + min(dy, 0)), slice(max(dx, 0), 24 + min(dx, 0))
+        src_y, src_x = slice(max(-dy, 0), 24 + min(-dy, 0)), slice(max(-dx, 0), 24 + min(-dx, 0))
+        assert np.array_equal(moved["x"][i][:, ys, xs], plain["x"][i][:, src_y, src_x])
+        if dx > 0:  # the uncovered left columns repeat the image's first column
+            assert np.array_equal(moved["x"][i][:, :, 0], moved["x"][i][:, :, dx])
+        # a landmark moved off the image is hidden, at (0, 0)
+        left = plain["visible"][i] & ~moved["visible"][i]
+        for k in np.flatnonzero(left):
+            x, y = plain["landmarks"][i, k] + (dx, dy)
+            assert not (0 <= x < 24 and 0 <= y < 24)
+            assert np.all(moved["landmarks"][i, k] == 0)
+    # no shift: the batches are those of a run without the option
+    base = collect(ds, batch_size=4, seed=3)
+    zero = collect(ds, batch_size=4, seed=3, shift=0)
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(base, zero) for k in a)
+    with pytest.raises(ValueError, match="shift must be an integer"):
+        collect(ds, batch_size=4, shift=24)
+
+
 # ------------------------------------------------------------------------- errors
 
 METADATA = ["images.txt", "classes.txt", "image_class_labels.txt", "train_test_split.txt",

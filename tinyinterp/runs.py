@@ -48,6 +48,7 @@ class TrainConfig:
     # every conv's padding: "zeros" (the paper's nets), "replicate" or "reflect" (layers.pad2d)
     padding_mode: str = "zeros"
     mask_after_pool: bool = False  # the new conv's mask after its pool (the authors' place)
+    shift: int = 0  # training batches: each image moved by up to this many pixels (edge-filled)
     interpretable: bool = False
     mask_options: dict = field(default_factory=dict)  # InterpretableMask keyword arguments
     init_from: str = None  # a checkpoint whose conv/fc weights start this net (two-stage protocol)

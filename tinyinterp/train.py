@@ -176,7 +176,7 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
         for layer in interpretable_layers(model):
             layer.epoch = epoch + 1  # paper: lambda_t ~ 1/t, t counted from 1
         batches = train.batches(cfg.batch_size, seed=(cfg.seed, epoch), shuffle=True, flip=True,
-                                mean=mean, std=std)
+                                mean=mean, std=std, shift=cfg.shift)
         for i, batch in enumerate(batches):
             x = to_device(batch["x"], cfg.device)
             labels = to_device(batch["labels"], cfg.device)
@@ -257,6 +257,10 @@ def add_train_parser(sub):
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=["cpu", "gpu"], default=d.device)
+    p.add_argument("--shift", type=int, default=d.shift, metavar="PIXELS",
+                   help="augmentation: move each training image by up to this many pixels in x "
+                        "and y, the uncovered side filled with its edge (default: %(default)s, "
+                        "flips only)")
     p.add_argument("--lr-schedule", choices=["cosine", "authors"], default=d.lr_schedule,
                    help="cosine: warm-up (stage 1) then cosine decay to 0; authors: log-linear "
                         "from the lr to a tenth of it over 10 epochs, then flat (default: %(default)s)")
@@ -346,7 +350,7 @@ def cmd_train(args):
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        eval_every=args.eval_every, seed=args.seed, device=args.device,
                        padding_mode=args.padding_mode, lr_schedule=args.lr_schedule,
-                       mask_after_pool=args.mask_after_pool,
+                       mask_after_pool=args.mask_after_pool, shift=args.shift,
                        mask_options=mask_options_from(args))
     data = load_data(base)
     loaded = {data_key(base): data}  # the report reuses these instead of loading them again

@@ -390,13 +390,18 @@ class CubDataset:
         return mean.astype(np.float32), std.astype(np.float32)
 
     def batches(self, batch_size, seed=0, shuffle=True, flip=True, mean=None, std=None,
-                drop_last=False):
+                drop_last=False, shift=0):
         """Yield dicts of batches: x float32 (B, 3, S, S) = (img/255 - mean)/std, labels,
         landmarks, visible, index. mean/std default to 0 and 1 (pass the training set's
         ``mean_std()`` for both splits). With ``flip`` each image is mirrored with
-        probability 1/2: x -> S - x for its landmarks, left/right parts swapped."""
+        probability 1/2: x -> S - x for its landmarks, left/right parts swapped. With
+        ``shift`` > 0 each image is then moved by (dx, dy), each drawn uniformly from
+        [-shift, shift] pixels, the uncovered side filled with the edge pixels; its
+        landmarks move with it, and one moved off the image counts as hidden."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not (isinstance(shift, (int, np.integer)) and 0 <= shift < self.size):
+            raise ValueError(f"shift must be an integer in [0, {self.size}), got {shift!r}")
         rng = np.random.default_rng(seed)
         mean = np.zeros(3, np.float32) if mean is None else np.asarray(mean, np.float32)
         std = np.ones(3, np.float32) if std is None else np.asarray(std, np.float32)
@@ -406,9 +411,9 @@ class CubDataset:
             idx = order[start:start + batch_size]
             if drop_last and len(idx) < batch_size:
                 return
-            yield self._make_batch(idx, rng, flip, perm, mean, std)
+            yield self._make_batch(idx, rng, flip, perm, mean, std, shift)
 
-    def _make_batch(self, idx, rng, flip, perm, mean, std):
+    def _make_batch(self, idx, rng, flip, perm, mean, std, shift=0):
         imgs = self.images[idx]
         pts = self.landmarks[idx].copy()
         vis = self.visible[idx].copy()
@@ -421,10 +426,30 @@ class CubDataset:
             pts[mirror] = flipped
             vis[mirror] = vis[mirror][:, perm]
             pts[~vis] = 0.0  # invisible landmarks stay at (0, 0)
+        if shift:  # drawn after the flips, so a run without shift draws what it always drew
+            imgs, pts, vis = _shift_images(imgs, pts, vis, rng.integers(-shift, shift + 1, (len(idx), 2)))
         x = (imgs.astype(np.float32) / np.float32(255.0) - mean) / std
         return {"x": np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
                 "labels": self.labels[idx], "landmarks": pts, "visible": vis,
                 "index": idx}
+
+
+def _shift_images(imgs, pts, vis, moves):
+    """Each image (B, S, S, 3) moved by moves[b] = (dx, dy) pixels: out[y, x] =
+    img[clip(y - dy), clip(x - dx)] (the edge pixel where the move uncovers the side);
+    landmarks (x, y) += (dx, dy), hidden where they leave [0, S)."""
+    S = imgs.shape[1]
+    out = np.empty_like(imgs)
+    pts, vis = pts.copy(), vis.copy()
+    for b, (dx, dy) in enumerate(moves):
+        rows = np.clip(np.arange(S) - dy, 0, S - 1)
+        cols = np.clip(np.arange(S) - dx, 0, S - 1)
+        out[b] = imgs[b][rows][:, cols]
+        pts[b] += (dx, dy)
+        inside = ((pts[b] >= 0) & (pts[b] < S)).all(axis=1)
+        vis[b] &= inside
+    pts[~vis] = 0.0
+    return out, pts, vis
 
 
 # ------------------------------------------------------------------------------- cache
