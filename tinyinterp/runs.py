@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backend import to_device
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .vgg import small_vgg
 
 TOY_BIRDS = Path(__file__).resolve().parents[1] / "data_samples" / "toy_birds"
@@ -132,12 +132,12 @@ def init_weights_from(model, ckpt, device="cpu"):
     The head (the last parameter layer) may differ in shape, as when a net pretrained on
     200 species is fine-tuned as bird vs. not: then every layer but the head is copied
     and the head keeps its fresh weights. Returns the list of what was not copied (one
-    line each, for the log); any other mismatch is a ValueError."""
+    line each, for the log); any other mismatch is a CheckpointError (a ValueError)."""
     source, _, _ = load_run(Path(ckpt).parent)
     src = [layer for layer in source.layers if layer.params]
     dst = [layer for layer in model.layers if layer.params]
     if len(src) != len(dst):
-        raise ValueError(f"init_from {ckpt}: {len(src)} parameter layers, this net has {len(dst)}")
+        raise CheckpointError(f"init_from {ckpt}: {len(src)} parameter layers, this net has {len(dst)}")
     fresh = []
     for i, (a, b) in enumerate(zip(src, dst)):
         mismatch = [name for name, value in a.params.items() if b.params[name].shape != value.shape]
@@ -146,7 +146,7 @@ def init_weights_from(model, ckpt, device="cpu"):
             continue
         if mismatch:
             name = mismatch[0]
-            raise ValueError(f"init_from {ckpt}: {a!r}.{name} has shape {a.params[name].shape}, "
+            raise CheckpointError(f"init_from {ckpt}: {a!r}.{name} has shape {a.params[name].shape}, "
                              f"this net's {b!r} needs {b.params[name].shape}")
         for name, value in a.params.items():
             b.params[name][...] = to_device(value, device)

@@ -47,6 +47,8 @@ FONT_SIZE, TITLE_SIZE = 12, 15
 LABEL_H = 16  # height of the text band under each tile of grid()
 TITLE_H = 24  # height of the title band of grid() and panels
 CELL = 96  # side of a bird cell in pixels (toy birds are 64 px: drawn 1.5x)
+# the files visualize_runs writes (train --overwrite removes them with the run's nets)
+PICTURE_PATTERNS = ("filters_*.png", "positions_*.png", "templates.png", "curves.png")
 
 # An "inferno-like" ramp: 8 anchors sampled from matplotlib's inferno (black -> purple ->
 # orange -> pale yellow); its luminance rises monotonically, so brighter = stronger.
@@ -744,14 +746,16 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
 def add_visualize_parser(sub):
     """Add ``visualize RUN [--out DIR] [--images 8] [--filters 6] [--split test]
     [--device cpu]`` to an argparse subparsers object."""
-    p = sub.add_parser("visualize", help="draw feature maps, positions, templates and curves "
-                       "of a run folder as PNGs")
+    from .cli import add_parser, positive_int
+
+    p = add_parser(sub, "visualize", help="draw feature maps, positions, templates and curves "
+                   "of a run folder as PNGs")
     p.add_argument("run", help="run folder (holds ordinary/ and interpretable/)")
-    p.add_argument("--out", help="output folder (default: RUN/pictures)")
-    p.add_argument("--images", type=int, default=8, help="birds per figure")
-    p.add_argument("--filters", type=int, default=6, help="filters per net")
-    p.add_argument("--split", choices=["train", "test"], default="test")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/pictures)")
+    p.add_argument("--images", type=positive_int, default=8, metavar="N", help="birds per figure")
+    p.add_argument("--filters", type=positive_int, default=6, metavar="N", help="filters per net")
+    p.add_argument("--split", choices=["train", "test"], default="test", help="the birds drawn")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the nets run")
     p.set_defaults(func=cmd_visualize)
     return p
 
