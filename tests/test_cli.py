@@ -262,7 +262,7 @@ def _subparser(name):
     return sub.choices[name]
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "visualize", "gradcheck"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "visualize", "gradcheck", "download-cub"])
 def test_help_has_a_line_and_the_default_for_every_option(command, capsys):
     parser = _subparser(command)
     text = parser.format_help()
@@ -288,7 +288,7 @@ def test_train_help_shows_the_recipe_defaults_per_task(capsys):
                      "(default: the bundled toy birds, data_samples/toy_birds)"):
         assert expected in text, expected
     top = build_parser().format_help()
-    assert "``" not in top
+    assert "``" not in top and "download-cub" in top
 
 
 def test_main_command_output_reads_well(trained_run):

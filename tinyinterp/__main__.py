@@ -1,4 +1,4 @@
-"""Command line: python -m tinyinterp {train,evaluate,visualize,gradcheck}."""
+"""Command line: python -m tinyinterp {train,evaluate,visualize,gradcheck,download-cub}."""
 import sys
 
 from .cli import HelpFormatter, Parser, add_parser, nonnegative_int, run_command
@@ -23,6 +23,7 @@ def cmd_gradcheck(args):
 def build_parser():
     parser = Parser(prog="python -m tinyinterp", description=DESCRIPTION, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .data.download import add_download_parser
     from .metrics import add_evaluate_parser
     from .train import add_train_parser
     from .visualize import add_visualize_parser
@@ -32,6 +33,7 @@ def build_parser():
     g = add_parser(sub, "gradcheck", help="check every backward against finite differences")
     g.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the random inputs")
     g.set_defaults(func=cmd_gradcheck)
+    add_download_parser(sub)
     for p in sub.choices.values():
         p.add_argument("--debug", action="store_true",
                        help="show the traceback of an error instead of its one line "

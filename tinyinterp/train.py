@@ -246,8 +246,8 @@ def add_train_parser(sub):
                                "and pictures into the run folder.")
     d = TrainConfig()
     p.add_argument("--data", default=d.data, metavar="DIR",
-                   help="a folder in the CUB-200-2011 layout (default: the bundled toy birds, "
-                        "data_samples/toy_birds)")
+                   help="a folder in the CUB-200-2011 layout (python -m tinyinterp download-cub "
+                        "gets CUB) (default: the bundled toy birds, data_samples/toy_birds)")
     p.add_argument("--classes", type=positive_int, nargs="*", metavar="ID",
                    help="CUB class ids to use (default: all)")
     p.add_argument("--images-per-class", type=positive_int, metavar="N",
