@@ -100,6 +100,7 @@ def fetch(url, dest, md5, log=print):
     except (urllib.error.URLError, OSError) as e:
         raise DownloadError(f"{url}: {getattr(e, 'reason', e)}") from None
     if resp is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with resp:
             if have and getattr(resp, "status", None) != 206:
                 log(f"{url} does not continue a download: starting again")
@@ -291,7 +292,6 @@ def cmd_download(args):
     folder = Path(args.dir)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder}: a file, not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
     tgz = folder / TARBALL
     if not (folder / FOLDER / "images.txt").is_file():
         fetch(args.url, tgz, args.md5.lower())
