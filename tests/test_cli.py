@@ -75,6 +75,16 @@ def test_overwrite_replaces_the_nets_and_removes_the_old_report(run_copy, capsys
     assert cfg.seed == 1 and meta["history"] != old
 
 
+def test_overwrite_keeps_the_net_it_fine_tunes_from(run_copy, capsys):
+    pre = run_copy / "pretrained" / "checkpoint.npz"
+    before = pre.read_bytes()
+    rc, _, err = run_main(["train", *TINY, "--out", str(run_copy), "--pretrained", str(pre),
+                           "--finetune-lr", "0.002", "--overwrite", "--no-report"], capsys)
+    assert rc == 0, err
+    assert pre.read_bytes() == before
+    assert load_run(run_copy / "interpretable")[1].lr == 0.002
+
+
 def test_resume_continues_and_drops_the_report_of_the_old_weights(run_copy, capsys):
     rc, out, err = run_main(["train", *TINY[:2], "--epochs", "1", "--finetune-epochs", "2",
                              *TINY[6:], "--out", str(run_copy), "--resume", "--no-report"], capsys)

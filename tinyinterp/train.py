@@ -386,16 +386,18 @@ def check_train_args(args):
 REPORT_FILES = ("evaluation.json", "evaluation.txt")
 
 
-def clear_run(out, nets=False):
+def clear_run(out, nets=False, keep=None):
     """Remove what ``report`` wrote into the run folder ``out`` (the evaluation and the
-    pictures) and, with ``nets``, every net folder (a subfolder with a checkpoint.npz).
-    Nothing else in ``out`` is touched."""
+    pictures) and, with ``nets``, every net folder (a subfolder with a checkpoint.npz)
+    but the one holding the file ``keep`` (a --pretrained checkpoint). Nothing else in
+    ``out`` is touched."""
     from .visualize import PICTURE_PATTERNS
 
     out = Path(out)
     if nets:
         for folder in net_dirs(out).values():
-            shutil.rmtree(folder)
+            if keep is None or folder.resolve() != Path(keep).resolve().parent:
+                shutil.rmtree(folder)
     for name in REPORT_FILES:
         (out / name).unlink(missing_ok=True)
     pictures = out / "pictures"
@@ -425,7 +427,7 @@ def cmd_train(args):
     kinds = ["ordinary", "interpretable"] if args.nets == "both" else [args.nets]
     out = Path(args.out)
     # the old report describes weights that are about to change
-    clear_run(out, nets=args.overwrite)
+    clear_run(out, nets=args.overwrite, keep=args.pretrained)
     current = None  # the net folder being trained, for the Ctrl-C message
     try:
         if args.protocol == "finetune":
