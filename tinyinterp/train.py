@@ -20,6 +20,9 @@ task's stage 1 trains the species (``--pretrain-task``), and stage 2 replaces th
 Resuming (``--resume``) continues from the checkpoint so that an interrupted and
 resumed run ends with the same weights as an uninterrupted one: the data order of
 epoch e is drawn from seed (seed, e), and the dropout generators' states are saved.
+Ctrl-C prints the command that does it. The command line never replaces a run folder
+that holds a trained net unless asked (``--resume`` or ``--overwrite``), and removes a
+folder's old evaluation and pictures before it trains: they described other weights.
 """
 import argparse
 import json
@@ -232,7 +235,8 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
 # ---- command line ----
 
 def _per_task(key, show=str):
-    """The recipe's defaults of ``key`` for --help: "species X, bird Y" (or one value)."""
+    """The recipe's defaults of ``key`` for --help: " (default: X with --task species, Y
+    with --task bird)", or " (default: X)" where the tasks agree."""
     values = {task: show(recipe[key]) for task, recipe in RECIPES.items()}
     if len(set(values.values())) == 1:
         return f" (default: {next(iter(values.values()))})"
