@@ -497,10 +497,20 @@ def describe_data(folder, cfg, data):
         print(f"data: {folder}: bird vs. not, {int(train.labels.sum())} birds + "
               f"{int((train.labels == 0).sum())} non-birds train / {int(test.labels.sum())} + "
               f"{int((test.labels == 0).sum())} test at {cfg.size} px")
-        print(f"  negatives: {r['negatives']}")
+        print(f"  {read_report(r)}; negatives: {negatives_report(r['negatives'])}")
     else:
         print(f"data: {folder}: {len(ds.class_ids)} classes, {len(train)} train / "
               f"{len(test)} test images at {cfg.size} px ({cfg.crop} crop); {read_report(ds.report)}")
+
+
+def negatives_report(n):
+    """load_bird_task's report on its negatives, in words."""
+    text = f"{n['made']} from {n['source']}"
+    if "skipped_too_full" in n:
+        text += (f" ({n['skipped_too_full']} photos too full of bird for one), sides "
+                 f"{n['side_px_mean']:.1f} px on average against the birds' "
+                 f"{n['positive_side_px_mean']:.1f} (median ratio {n['side_to_positive_median']:.2f})")
+    return text
 
 
 def read_report(r):
