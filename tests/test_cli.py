@@ -183,9 +183,11 @@ def test_bad_data_is_one_line_naming_the_file_and_nothing_is_made(damage, tmp_pa
 def test_evaluate_on_a_truncated_checkpoint_is_one_line(run_copy, capsys):
     ckpt = run_copy / "ordinary" / "checkpoint.npz"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    before = files(run_copy)
     rc, _, err = run_main(["evaluate", str(run_copy)], capsys)
     line = one_line(err)
     assert rc == 1 and "checkpoint.npz is truncated or corrupt" in line
+    assert files(run_copy) == before  # the old evaluation is left as it was, not half-written
 
 
 def test_a_corrupt_pretrained_checkpoint_is_refused_before_anything_is_made(run_copy, tmp_path, capsys):
