@@ -7,7 +7,8 @@
 # Each step has its own time limit, so a hang in one still leaves the others' output.
 # Usage (from the repository root): bash benchmarks/gpu_check.sh [OUTDIR]
 # OUTDIR (default gpu_check_out/) receives the logs and the benchmark's JSON; the runs go
-# to GPU_TRAIN_OUT (default OUTDIR/runs). GPU_BENCH_ARGS="" runs the full benchmark.
+# to GPU_TRAIN_OUT (default OUTDIR/runs), replacing an earlier check's (--overwrite).
+# GPU_BENCH_ARGS="" runs the full benchmark.
 set -u
 out=${1:-gpu_check_out}
 mkdir -p "$out"
@@ -32,12 +33,12 @@ timeout "${GPU_BENCH_LIMIT:-150}" "$py" benchmarks/bench.py --device gpu ${GPU_B
 
 echo "== 3. python -m tinyinterp train --device gpu (the main command on a GPU)"
 start=$(date +%s)
-timeout "${GPU_TRAIN_LIMIT:-150}" "$py" -m tinyinterp train --device gpu --out "${GPU_TRAIN_OUT:-$out/runs}" 2>&1 \
+timeout "${GPU_TRAIN_LIMIT:-150}" "$py" -m tinyinterp train --device gpu --overwrite --out "${GPU_TRAIN_OUT:-$out/runs}" 2>&1 \
   | tee "$out/train_gpu.log" | tail -25
 echo "train took $(( $(date +%s) - start )) s"
 
 echo "== 4. python -m tinyinterp train --task bird --device gpu"
 start=$(date +%s)
-timeout "${GPU_TRAIN_LIMIT:-150}" "$py" -m tinyinterp train --task bird --device gpu \
+timeout "${GPU_TRAIN_LIMIT:-150}" "$py" -m tinyinterp train --task bird --device gpu --overwrite \
   --out "${GPU_TRAIN_OUT:-$out/runs}_bird" 2>&1 | tee "$out/train_bird_gpu.log" | tail -25
 echo "train --task bird took $(( $(date +%s) - start )) s"

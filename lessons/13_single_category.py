@@ -20,7 +20,8 @@ What you will learn:
   with their controls (``ti.evaluate_runs``, ``ti.metrics.format_table``): the filters
   are measured on the birds only, the accuracy and each class's recall on all images.
   Here on the toy birds, in seconds; the command for the full CUB is printed, and when
-  ``../shared/cub200_160`` sits beside the checkout its negatives report too (~10 s).
+  the folder ``TINYINTERP_DATA`` names holds ``cub200_160/`` (``python -m tinyinterp
+  download-cub DIR --long-side 160`` makes one) its negatives report too (~10 s).
 
 Picture: 13_negatives.png, toy photos with the bird's box (red) and the background
 square (blue), the bird crop (label 1) and the background crop (label 0) beside each;
@@ -47,7 +48,7 @@ OUT = Path(os.environ.get("TINYINTERP_LESSON_OUT", "lesson_output"))
 OUT.mkdir(parents=True, exist_ok=True)
 RUN = OUT / "run_13"  # run_13/ordinary, run_13/interpretable (stage 1 in run_13_stage1)
 TOY = ti.train.TOY_BIRDS  # the bundled toy birds: 500 photos of 128 px, 5 species
-CUB = Path(__file__).resolve().parents[2] / "shared" / "cub200_160"  # all of CUB, if beside the checkout
+CUB = ti.data.find_data("cub200_160")  # all of CUB at 160 px in $TINYINTERP_DATA, or None
 started = time.time()
 
 # ---- 1. what a negative is ----
@@ -250,12 +251,13 @@ print(round(ref["random_argmax"], 3), round(ref["fixed_unit_centre"], 3))  # 0.1
 # interpretable 0.065-0.076), with its 5,794 test birds so that a filter's top 100 images
 # are selective. Training it takes most of an hour on a 2-core CPU, far too long for a lesson
 # (the README's command; --eval-every 4 tests after every fourth epoch only):
-print("python -m tinyinterp train --task bird --data PATH/TO/CUB_200_2011 --epochs 14 "
+print("python -m tinyinterp train --task bird --data ~/data/cub200_160 --epochs 14 "
       "--finetune-epochs 8 --eval-every 4 --out runs/cub_bird")
-# (../shared/cub200_160, all of CUB at 160 px, reads as such a folder.) The run ends with
+# (python -m tinyinterp download-cub ~/data --long-side 160 writes ~/data/cub200_160, all of
+# CUB at 160 px; any folder in the CUB-200-2011 layout does.) The run ends with
 # the same table for both nets on the full test split (python -m tinyinterp evaluate
 # runs/cub_bird prints it again). Where that folder is here, its negatives:
-if (CUB / "images.txt").is_file():
+if CUB is not None:
     full = ti.data.load_bird_task(CUB, size=32).report["negatives"]
     print(full["made"], full["skipped_too_full"], full["side_px_mean"], full["positive_side_px_mean"],
           full["side_to_positive_median"])  # 7095 4693 54.1 79.1 0.707
@@ -263,7 +265,7 @@ if (CUB / "images.txt").is_file():
     # full task has 11,788 birds against 7,095 backgrounds (the toys: 4 of 500 skipped),
     # each about 0.7 of its bird crop's side.
 else:
-    print(f"(no {CUB}: the full CUB's negatives are not shown)")
+    print("(set TINYINTERP_DATA to a folder holding cub200_160/ to see the full CUB's negatives)")
 
 # ---- 4. picture: photos, their bird crop and their background crop ----
 boxes = {int(r[0]): tuple(map(float, r[1:])) for r in

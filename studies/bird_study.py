@@ -33,11 +33,13 @@ from pathlib import Path
 from jobs import run_jobs  # beside this script
 from recipe_study import format_stat  # the same mean ±half-range as the species study
 
+from tinyinterp.data.root import FULL_CUB, data_root, find_data
 from tinyinterp.metrics import COLLAPSED_RECALL, has_collapsed
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DATA = ROOT.parent / "shared" / "cub200_160"
+# all of CUB: cub200_160/ (or CUB_200_2011/) in $TINYINTERP_DATA, else in ../shared
+DATA = find_data(*FULL_CUB) or data_root() / FULL_CUB[0]
 PRETRAIN_EPOCHS = 14  # species, lr 0.01, 2 warm-up epochs, cosine
 FINETUNE_EPOCHS = 8   # lr 1e-3, cosine
 

@@ -1,9 +1,9 @@
 """The recipe study behind studies/README.md (species task).
 
 Trains every recipe on the toy birds (``data_samples/``) and, when it is there, on the real
-10-species CUB subset (``../shared/cub_real_subset``), over several seeds, through the
-ordinary command line (``python -m tinyinterp train`` / ``evaluate``), then prints the
-table of means and spreads::
+10-species CUB subset (``cub_real_subset/`` in the folder ``TINYINTERP_DATA`` names),
+over several seeds, through the ordinary command line (``python -m tinyinterp train`` /
+``evaluate``), then prints the table of means and spreads::
 
     python studies/recipe_study.py run --jobs 2          # ~100 min on a 2-core CPU
     python studies/recipe_study.py table                 # the tables of studies/README.md
@@ -26,11 +26,13 @@ from pathlib import Path
 
 from jobs import run_jobs  # beside this script
 
+from tinyinterp.data.root import data_root, missing
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {
     # name: (folder, scratch epochs, fine-tune epochs)
     "toy": (ROOT / "data_samples" / "toy_birds", 12, 6),
-    "real": (ROOT.parent / "shared" / "cub_real_subset", 40, 15),
+    "real": (data_root() / "cub_real_subset", 40, 15),  # $TINYINTERP_DATA, else ../shared
 }
 # recipe: (protocol, nets, extra train flags). Strengths: the filter-loss gradient at the
 # top conv's mask input is about 1.5-5x the task gradient in epoch 1 on a trained ordinary
@@ -90,7 +92,7 @@ def jobs_in_order(datasets, seeds, recipes):
 def run(args):
     datasets = [d for d in args.data if DATASETS[d][0].is_dir()]
     for d in set(args.data) - set(datasets):
-        print(f"skipping {d}: {DATASETS[d][0]} is not there")
+        print(f"skipping {d}: {missing(DATASETS[d][0].name)}")
     pending = jobs_in_order(datasets, args.seeds, args.recipes)
     env = dict(os.environ)
     if args.jobs > 1:

@@ -29,12 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from tinyinterp.backend import to_numpy
+from tinyinterp.data.root import FULL_CUB, data_root, find_data
 from tinyinterp.layers import Conv2d
 from tinyinterp.runs import TrainConfig, build_model, init_weights_from, load_data
 from tinyinterp.train import interpretable_layers, loss_targets, recipe_mask_options, task_loss
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "cub200_160"
+# all of CUB: cub200_160/ (or CUB_200_2011/) in $TINYINTERP_DATA, else in ../shared
+DATA = find_data(*FULL_CUB) or data_root() / FULL_CUB[0]
 OUT = ROOT / "runs" / "bird_study"
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tinyinterp.data import PART_NAMES, CubFormatError, load_cub
+from tinyinterp.data.root import find_data, missing
 
 W, H = 100, 80
 SPLIT_X, SPLIT_Y = 40, 35  # quadrant corner of every test image
@@ -377,10 +378,10 @@ def test_bad_image_file_is_named(cub_root, damage):
 
 # ------------------------------------------------------------------ real CUB subset
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "cub_real_subset"
+REAL = find_data("cub_real_subset")  # $TINYINTERP_DATA, else shared/ beside the checkout
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"real CUB subset not present at {REAL}")
+@pytest.mark.skipif(REAL is None, reason=missing("cub_real_subset"))
 def test_real_cub_subset():
     ds = load_cub(REAL, size=64)
     assert len(ds) == 587 and len(ds.class_ids) == 10

@@ -219,4 +219,8 @@ def test_cli_report_reuses_the_data_training_loaded(tmp_path, monkeypatch, capsy
     assert (tmp_path / "evaluation.json").is_file() and (tmp_path / "pictures" / "curves.png").is_file()
     # stage 1 species, stage 2 bird vs. not: each loaded once, the report loads nothing more
     assert sorted(calls) == ["bird", "species"]
-    assert "test -" not in capsys.readouterr().out  # one epoch each: the last one is tested
+    out = capsys.readouterr().out
+    assert "test -" not in out  # one epoch each: the last one is tested
+    # the data's reports in words, not Python dicts
+    assert "negatives: 20 from background crops (0 photos too full of bird for one)" in out
+    assert "{'" not in out

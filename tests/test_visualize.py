@@ -220,3 +220,47 @@ def test_fine_tuned_run_curves_continue_the_pretrained_epochs(tmp_path):
     assert vz._epoch_offset(histories["pretrained"][1], histories) == 0
     with Image.open(vz.visualize_runs(tmp_path, images=2, filters=1)[-1]) as im:
         assert im.size[0] > 100
+
+
+def test_column_labels_wrap_instead_of_being_cut():
+    small = vz.font()
+    lines = vz._wrap("Red Capped Finch", vz.CELL, small, lines=2)
+    assert " ".join(lines) == "Red Capped Finch" and len(lines) == 2
+    assert all(vz.text_width(line, small) <= vz.CELL for line in lines)
+    assert vz._wrap("Spotted Thrush", vz.CELL, small, lines=2) == ["Spotted Thrush"]
+
+
+def test_a_layer_has_the_same_name_in_both_nets():
+    """Masks shift an interpretable net's layer indices: the title counts convs instead."""
+    plain = small_vgg(num_classes=3, input_size=32, widths=(4,), top_channels=6)
+    masked = small_vgg(num_classes=3, input_size=32, widths=(4,), top_channels=6, interpretable=True)
+    for k, name in enumerate(["top", "new"]):
+        i, j = plain.interpretable_indices[k], masked.interpretable_indices[k]
+        assert vz._conv_title(plain, i, name) == vz._conv_title(masked, j, name) == f"{name} conv (conv {3 + k})"
+    assert plain.interpretable_indices[1] != masked.interpretable_indices[1]
+
+
+def test_the_caption_explains_the_labels_drawn_with_an_example_drawn():
+    class Data:
+        class_names = ["001.Red_Capped_Finch", "002.Bar_Winged_Warbler", "003.Spotted_Thrush"]
+
+    lines = vz._label_notes(Data, {2, 0}, ["0.77x ctl", "0.81x ctl, on ring"])
+    assert lines[0].endswith(": 0 = Red Capped Finch, 2 = Spotted Thrush") and lines[0].startswith("cat k:")
+    assert lines[1].startswith("0.77x ctl: ") and "on ring:" in lines[1]
+    assert "on ring" not in vz._label_notes(Data, set(), ["0.77x ctl"])[0]
+    assert vz._label_notes(Data, set(), []) == []
+
+
+def test_the_epoch_axis_starts_at_the_first_epoch_drawn():
+    assert vz.epoch_axis([([13, 14, 15, 16, 17, 18], [0, 0, 0, 0, 0, 0])]) == (13, 18, [13, 14, 15, 16, 17, 18])
+    first, last, ticks = vz.epoch_axis([(list(range(1, 13)), [0] * 12), (list(range(13, 19)), [0] * 6)])
+    assert (first, last, ticks[0]) == (1, 18, 1) and len(ticks) <= 9
+
+
+@pytest.mark.parametrize("x,y", [(0.5, 0.5), (6, 90), (95.9, 48), (48, 1)])
+def test_a_cross_at_the_border_stays_whole_in_its_tile(x, y):
+    cx, cy, arm = vz.fit_cross(x, y, 7, vz.CELL)
+    assert arm >= 4 and abs(cx - x) <= 6 and abs(cy - y) <= 6
+    for c in (cx, cy):
+        assert c - arm >= 2 and c + arm <= vz.CELL - 2  # the 5 px stroke fits too
+    assert vz.fit_cross(30, 60, 7, vz.CELL) == (30, 60, 7)  # inside: unchanged

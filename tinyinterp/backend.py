@@ -56,15 +56,21 @@ def to_numpy(a):
     return np.asarray(a)
 
 
+class GpuUnavailable(RuntimeError):
+    """The GPU was asked for, but CuPy or a CUDA device is missing."""
+
+
 def device_module(device):
-    """The array module for ``device`` ("cpu" or "gpu")."""
+    """The array module for ``device`` ("cpu" or "gpu"); GpuUnavailable when "gpu" is
+    asked for and there is none."""
     if device == "cpu":
         return np
     if device == "gpu":
         if not gpu_available():
-            raise RuntimeError(
-                "device 'gpu' asked for, but CuPy or a CUDA device is missing; "
-                "install the gpu extra (see README, GPU) or use device='cpu'"
+            raise GpuUnavailable(
+                "the GPU was asked for, but CuPy or a CUDA device is missing: install CuPy "
+                "with pip install -e '.[gpu]' (CUDA 12.x) or '.[gpu-cuda13]' (CUDA 13.x) "
+                "(tinyinterp/README.md, \"CPU and GPU\"), or run on the CPU"
             )
         return _cupy
     raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")

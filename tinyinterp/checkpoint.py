@@ -16,6 +16,11 @@ from .backend import to_numpy
 META_KEY = "__meta__"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint is truncated, corrupt, not a tinyinterp checkpoint, or does not fit
+    the net it is loaded into."""
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)
@@ -59,7 +64,8 @@ def save_checkpoint(path, arrays, meta=None):
 def load_checkpoint(path):
     """Read a checkpoint written by :func:`save_checkpoint` -> (arrays, meta).
 
-    Raises ValueError, naming the file, if it is truncated, corrupt or not a checkpoint.
+    Raises CheckpointError (a ValueError), naming the file, if it is truncated, corrupt or
+    not a checkpoint.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -71,11 +77,11 @@ def load_checkpoint(path):
         with data:
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
-        raise ValueError(f"checkpoint {path} is truncated or corrupt: {e}") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {e}") from None
     if META_KEY not in arrays:
-        raise ValueError(f"checkpoint {path} has no {META_KEY!r} entry: not a tinyinterp checkpoint")
+        raise CheckpointError(f"checkpoint {path} has no {META_KEY!r} entry: not a tinyinterp checkpoint")
     try:
         meta = json.loads(str(arrays.pop(META_KEY)))
     except json.JSONDecodeError as e:
-        raise ValueError(f"checkpoint {path} has unreadable metadata: {e}") from None
+        raise CheckpointError(f"checkpoint {path} has unreadable metadata: {e}") from None
     return arrays, meta

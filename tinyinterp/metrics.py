@@ -736,13 +736,16 @@ def collect_predictions(model, ds, mean, std, device="cpu", batch_size=64):
 
 def add_evaluate_parser(sub):
     """Add ``evaluate RUN [--split] [--top-k] [--device] [--seed]`` to ``sub``."""
-    p = sub.add_parser("evaluate", help="accuracy and location instability (with controls) "
-                                        "of every net in a run folder")
+    from .cli import add_parser, int_at_least, nonnegative_int
+
+    p = add_parser(sub, "evaluate", help="accuracy and location instability (with controls) "
+                                         "of every net in a run folder")
     p.add_argument("run", help="run folder (holding ordinary/, interpretable/, ...)")
-    p.add_argument("--split", choices=["test", "train"], default="test")
-    p.add_argument("--top-k", type=int, default=100, help="images per filter and landmark")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--seed", type=int, default=0, help="seed of the controls and references")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="the images measured")
+    p.add_argument("--top-k", type=int_at_least(2), default=100, metavar="K",
+                   help="images per filter and landmark")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the nets run")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the controls and references")
     p.add_argument("--protocol", choices=list(PROTOCOLS), default="ours",
                    help="ours: every test image, head (forehead, else crown), back, tail -> "
                         "evaluation.json; authors: back, forehead, tail on a fixed sample of 2,000 "
@@ -752,12 +755,8 @@ def add_evaluate_parser(sub):
 
 
 def cmd_evaluate(args):
-    try:
-        results = evaluate_runs(args.run, split=args.split, device=args.device,
-                                top_k=args.top_k, seed=args.seed, protocol=args.protocol)
-    except FileNotFoundError as e:
-        print(f"evaluate: {e}")
-        return 1
+    results = evaluate_runs(args.run, split=args.split, device=args.device,
+                            top_k=args.top_k, seed=args.seed, protocol=args.protocol)
     print(format_table(results))
     json_name, txt_name = evaluation_files(args.protocol)
     print(f"\nwrote {Path(args.run) / json_name} and {txt_name}")

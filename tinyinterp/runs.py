@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backend import to_device
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .layers import PADDING_MODES
 from .vgg import small_vgg
 
@@ -147,12 +147,12 @@ def init_weights_from(model, ckpt, device="cpu"):
     200 species is fine-tuned as bird vs. not: then every layer but the head is copied
     and the head keeps its fresh weights. Returns the lines for the log: what was not
     copied, and a padding mode that differs from the checkpoint's (allowed); any other
-    mismatch is a ValueError."""
+    mismatch is a CheckpointError (a ValueError)."""
     source, source_cfg, _ = load_run(Path(ckpt).parent)
     src = [layer for layer in source.layers if layer.params]
     dst = [layer for layer in model.layers if layer.params]
     if len(src) != len(dst):
-        raise ValueError(f"init_from {ckpt}: {len(src)} parameter layers, this net has {len(dst)}")
+        raise CheckpointError(f"init_from {ckpt}: {len(src)} parameter layers, this net has {len(dst)}")
     fresh = []
     modes = {getattr(layer, "padding_mode", None) for layer in dst} - {None}
     if modes and modes != {source_cfg.padding_mode}:  # allowed, but worth a line in the log
@@ -165,7 +165,7 @@ def init_weights_from(model, ckpt, device="cpu"):
             continue
         if mismatch:
             name = mismatch[0]
-            raise ValueError(f"init_from {ckpt}: {a!r}.{name} has shape {a.params[name].shape}, "
+            raise CheckpointError(f"init_from {ckpt}: {a!r}.{name} has shape {a.params[name].shape}, "
                              f"this net's {b!r} needs {b.params[name].shape}")
         for name, value in a.params.items():
             b.params[name][...] = to_device(value, device)

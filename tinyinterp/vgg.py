@@ -20,6 +20,13 @@ from .model import Sequential
 HEAD_INIT_STD = 0.01
 
 
+def input_step(widths):
+    """The input sides small_vgg takes are the multiples of this: a 2x2 pool after each
+    block of ``widths`` and one before the fully connected layers halve the input
+    len(widths) + 1 times."""
+    return 2 ** (len(widths) + 1)
+
+
 def small_vgg(num_classes=10, input_size=64, widths=(32, 64, 128), top_channels=128,
               fc_width=256, dropout=0.5, interpretable=False, new_conv=True, seed=0,
               mask_options=None, padding_mode="zeros", mask_after_pool=False):
@@ -44,9 +51,9 @@ def small_vgg(num_classes=10, input_size=64, widths=(32, 64, 128), top_channels=
         output maps are evaluated (the ReLUs of the top conv and the new conv), and
         ``model.num_classes`` the head size.
     """
-    levels = len(widths) + 1
-    if input_size % (2 ** levels):
-        raise ValueError(f"small_vgg: input_size {input_size} must be divisible by {2 ** levels}")
+    step = input_step(widths)
+    if input_size < step or input_size % step:
+        raise ValueError(f"small_vgg: input_size {input_size} must be a positive multiple of {step}")
     rng = host_rng(seed)
     layers, in_ch = [], 3
     for width in widths:
@@ -72,7 +79,7 @@ def small_vgg(num_classes=10, input_size=64, widths=(32, 64, 128), top_channels=
     interpretable_conv(in_ch)  # the top conv
     if new_conv:
         interpretable_conv(top_channels, mask_after_pool)  # the new conv, same channels, padding 1
-    side = input_size // 2 ** levels
+    side = input_size // step
     if not (new_conv and mask_after_pool):
         layers.append(MaxPool2d(2))
     layers += [Flatten(), Linear(top_channels * side * side, fc_width, rng=rng), ReLU()]

@@ -38,15 +38,17 @@ from .runs import data_key, load_data_once, load_run, net_dirs
 
 # ----------------------------------------------------------------------------- style
 
-WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (0, 0, 0), (110, 110, 110), (225, 225, 225)
+WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (0, 0, 0), (70, 70, 70), (225, 225, 225)
 NET_COLOURS = {"ordinary": (31, 119, 180), "interpretable": (230, 110, 10)}
 OTHER_COLOURS = [(44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 PART_COLOURS = {"head": (235, 30, 30), "back": (30, 200, 60), "tail": (40, 110, 255)}
 CROSS_COLOUR = (255, 235, 0)
-FONT_SIZE, TITLE_SIZE = 12, 15
+FONT_SIZE, TITLE_SIZE, CAPTION_SIZE = 12, 15, 13
 LABEL_H = 16  # height of the text band under each tile of grid()
 TITLE_H = 24  # height of the title band of grid() and panels
 CELL = 96  # side of a bird cell in pixels (toy birds are 64 px: drawn 1.5x)
+# the files visualize_runs writes (train --overwrite removes them with the run's nets)
+PICTURE_PATTERNS = ("filters_*.png", "positions_*.png", "templates.png", "curves.png")
 
 # An "inferno-like" ramp: 8 anchors sampled from matplotlib's inferno (black -> purple ->
 # orange -> pale yellow); its luminance rises monotonically, so brighter = stronger.
@@ -127,6 +129,20 @@ def _fit(text, width, fnt):
     return text + ".."
 
 
+def _wrap(text, width, fnt, lines=None):
+    """``text`` broken at spaces into lines at most ``width`` px wide (a word wider than
+    that is shortened with '..'); with ``lines``, at most that many (the last shortened)."""
+    out = []
+    for word in text.split():
+        if out and text_width(out[-1] + " " + word, fnt) <= width:
+            out[-1] += " " + word
+        else:
+            out.append(word)
+    if lines is not None and len(out) > lines:
+        out = out[:lines - 1] + [" ".join(out[lines - 1:])]
+    return [_fit(line, width, fnt) for line in out]
+
+
 def grid(images, cols, pad=4, labels=None, title=None, bg=WHITE):
     """Tiles (PIL images or uint8 arrays, all the same size w x h) in rows of ``cols``.
 
@@ -194,15 +210,15 @@ def _panel(rows, title, row_labels, col_labels, pad=3):
     ncols = max(len(r) for r in rows)
     label_w = max(max((text_width(line, small) for line in str(t).split("\n")), default=0)
                   for t in row_labels) + 10
-    top = TITLE_H + LABEL_H
+    top = TITLE_H + 2 * LABEL_H  # column labels on up to two lines
     out = Image.new("RGB", (label_w + ncols * (w + pad) + pad, top + len(rows) * (h + pad) + pad),
                     WHITE)
     draw = ImageDraw.Draw(out)
     draw.text((4, TITLE_H // 2), title, fill=BLACK, font=font(TITLE_SIZE), anchor="lm")
     for c, text in enumerate(col_labels[:ncols]):
         x = label_w + c * (w + pad) + w / 2
-        draw.text((x, TITLE_H + LABEL_H / 2), _fit(str(text), w, small), fill=GREY, font=small,
-                  anchor="mm")
+        draw.multiline_text((x, top - 2), "\n".join(_wrap(str(text), w, small, lines=2)), fill=GREY,
+                            font=small, anchor="md", align="center", spacing=1)
     for r, (row, text) in enumerate(zip(rows, row_labels)):
         y = top + r * (h + pad)
         draw.multiline_text((label_w - 6, y + h / 2), str(text), fill=BLACK, font=small,
@@ -276,7 +292,10 @@ def _choose_filters(filters, name, maps):
 
 def _categories(model, index):
     """Each filter's category, read from the InterpretableMask after ``index`` (right after
-    it, or after a pool between them; None if no mask comes before the next weights)."""
+    it, or after a pool between them); None without one, or when there is one category
+    only (bird vs. not: every filter's)."""
+    if getattr(model, "num_classes", None) == 1:
+        return None
     for layer in model.layers[index + 1:]:
         cats = getattr(layer, "categories", None)
         if cats is not None:
@@ -284,6 +303,32 @@ def _categories(model, index):
         if layer.params:
             return None
     return None
+
+
+def _conv_title(model, index, index_name):
+    """'new conv (conv 8)': the layer by its place among the convs, the same in an
+    ordinary net and in an interpretable one (whose masks shift the layer indices)."""
+    from .layers import Conv2d
+
+    number = sum(isinstance(layer, Conv2d) for layer in model.layers[:index + 1])
+    return f"{index_name} conv (conv {number})"
+
+
+def _label_notes(ds, cats_shown, notes_shown):
+    """The caption's lines for the labels under "filter F" that are drawn: "cat k" with
+    the classes it names, the ratio to the control and "on ring" (with an example drawn)."""
+    lines = []
+    if cats_shown:
+        names = ", ".join(f"{k} = {_short_class(ds.class_names[k])}" for k in sorted(cats_shown))
+        lines.append(f"cat k: the class the interpretable net assigned the filter to "
+                     f"(the filter loss fits its templates on images of that class): {names}")
+    ratios = [note.split(",")[0] for note in notes_shown]
+    if ratios:
+        lines.append(f"{ratios[0]}: the filter's location instability over its shuffled "
+                     f"control's (below 0.8x it tracks a part)"
+                     + ("; on ring: most of its top images' argmaxes sit on the map's outer ring "
+                        "(the padded edge)" if any("on ring" in note for note in notes_shown) else ""))
+    return lines
 
 
 def _short_class(name):
@@ -324,38 +369,47 @@ def filter_figure(models, ds, mean, std, index_name="new", filters=None, images=
         notes: None or a dict name -> {filter id: one more line for its label}, e.g.
             :func:`filter_notes` (its ratio to its shuffled control, "on ring").
     Each row is scaled by its filter's largest value over the row ("max" in its label), so
-    a filter that fires weakly on a bird looks dark there. "cat" is the category the
-    interpretable net assigned the filter to.
+    a filter that fires weakly on a bird looks dark there. "cat" is the category (class)
+    the interpretable net assigned the filter to; the caption names the classes shown.
     """
     idx = pick_images(ds, images)
     col_labels = [_short_class(ds.class_names[int(ds.labels[i])]) for i in idx]
-    panels = []
+    panels, cats_shown, notes_shown = [], set(), []
     for name, model in models.items():
         index = _layer_index(model, index_name)
         maps = image_maps(model, ds, idx, mean, std, index)
         chosen = _choose_filters(filters, name, maps)
         cats = _categories(model, index)
+        net_notes = (notes or {}).get(name) or {}
         rows, labels = [], []
         for f in chosen:
             vmax = float(maps[:, f].max())
             rows.append([heatmap_overlay(ds.images[i], maps[k, f], vmax=vmax, size=cell)
                          for k, i in enumerate(idx)])
-            labels.append(_row_label(f, maps[:, f], cats, (notes or {}).get(name)))
+            labels.append(_row_label(f, maps[:, f], cats, net_notes))
+            if cats is not None:
+                cats_shown.add(int(cats[f]))
+            if net_notes.get(f):
+                notes_shown.append(net_notes[f])
         n = maps.shape[-1]
-        title = f"{name}: {index_name} conv (layer {index}), {n}x{n} maps"
+        title = f"{name}: {_conv_title(model, index, index_name)}, {n}x{n} maps"
         panels.append(_panel(rows, title, labels, col_labels))
     figure = hstack(panels, pad=24)
-    note = ("heat map: the filter's feature map (ReLU output, before any mask), scaled per "
-            "row to its max; bright = strong")
-    if notes:
-        note += (". 0.62x ctl: its instability over its shuffled control's; on ring: most of its "
-                 "top images' argmaxes on the map's outer ring (the padded edge)")
-    return vstack([figure, _caption(note, figure.width)], pad=2)
+    lines = ["heat map: the filter's feature map (ReLU output, before any mask) over the bird, "
+             "scaled per row to its largest value (max); bright = strong"]
+    lines += _label_notes(ds, cats_shown, notes_shown)
+    return vstack([figure, _caption(lines, figure.width)], pad=2)
 
 
-def _caption(text, width):
-    im = Image.new("RGB", (width, LABEL_H + 4), WHITE)
-    ImageDraw.Draw(im).text((4, (LABEL_H + 4) // 2), text, fill=GREY, font=font(), anchor="lm")
+def _caption(lines, width):
+    """Lines of explanation under a figure, each wrapped to its width."""
+    fnt = font(CAPTION_SIZE)
+    wrapped = [part for line in lines for part in _wrap(line, width - 8, fnt)]
+    step = CAPTION_SIZE + 5
+    im = Image.new("RGB", (width, step * len(wrapped) + 6), WHITE)
+    draw = ImageDraw.Draw(im)
+    for k, line in enumerate(wrapped):
+        draw.text((4, 3 + step * k + step / 2), line, fill=BLACK, font=fnt, anchor="lm")
     return im
 
 
@@ -391,15 +445,27 @@ def _dot(draw, xy, colour, radius=4):
     draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour, outline=BLACK)
 
 
-def _cross(draw, xy, colour=CROSS_COLOUR, arm=7):
+def fit_cross(x, y, arm, side):
+    """(x, y, arm) of an X that stays whole inside a ``side`` x ``side`` tile (its 5 px
+    stroke included): the arm shortened near the edge (to 4 px at least), the centre moved
+    inward only when it is under 6 px from the edge."""
+    x, y = min(max(x, 6), side - 6), min(max(y, 6), side - 6)
+    return x, y, max(4, min(arm, x - 2, side - 2 - x, y - 2, side - 2 - y))
+
+
+def _cross(draw, xy, colour=CROSS_COLOUR, arm=7, side=None):
+    """An X at ``xy``; with ``side``, inside a tile of that side (:func:`fit_cross`)."""
     x, y = xy
+    if side is not None:
+        x, y, arm = fit_cross(x, y, arm, side)
     for width, fill in ((5, BLACK), (3, colour)):
         draw.line((x - arm, y - arm, x + arm, y + arm), fill=fill, width=width)
         draw.line((x - arm, y + arm, x + arm, y - arm), fill=fill, width=width)
 
 
-def _positions_legend(width):
-    im = Image.new("RGB", (width, 2 * LABEL_H + 8), WHITE)
+def _positions_legend(width, notes=()):
+    """The landmarks' and the cross's key, and ``notes`` (more lines of explanation)."""
+    im = Image.new("RGB", (width, LABEL_H + 6), WHITE)
     draw = ImageDraw.Draw(im)
     small = font()
     x, y = 10, LABEL_H // 2 + 3
@@ -410,10 +476,9 @@ def _positions_legend(width):
         x += 9 + text_width(label, small) + 18
     _cross(draw, (x, y), arm=5)
     draw.text((x + 10, y), "filter's inference position", fill=BLACK, font=small, anchor="lm")
-    draw.text((10, y + LABEL_H + 1), "cross = centre of the receptive field of the filter's "
-              "strongest unit; no cross: the filter does not fire", fill=GREY, font=small,
-              anchor="lm")
-    return im
+    lines = ["cross: the centre of the receptive field of the filter's strongest unit; "
+             "no cross: the filter does not fire", *notes]
+    return vstack([im, _caption(lines, width)], pad=0)
 
 
 def positions_figure(model, ds, mean, std, index_name="new", filters=6, images=8, cell=CELL,
@@ -447,15 +512,17 @@ def positions_figure(model, ds, mean, std, index_name="new", filters=6, images=8
                     _dot(draw, (xy[0] * scale, xy[1] * scale), PART_COLOURS[name])
             pos = inference_position(maps[k, f], start, jump)
             if pos is not None:
-                _cross(draw, (pos[0] * scale, pos[1] * scale))
+                _cross(draw, (pos[0] * scale, pos[1] * scale), side=cell)
             row.append(tile)
         rows.append(row)
         labels.append(_row_label(f, maps[:, f], cats, notes))
     n = maps.shape[-1]
-    title = title or f"{index_name} conv (layer {index}), {n}x{n} maps"
+    title = title or f"{_conv_title(model, index, index_name)}, {n}x{n} maps"
     col_labels = [_short_class(ds.class_names[int(ds.labels[i])]) for i in idx]
     panel = _panel(rows, title, labels, col_labels)
-    return vstack([panel, _positions_legend(panel.width)], pad=2)
+    explained = _label_notes(ds, set() if cats is None else {int(cats[f]) for f in chosen},
+                             [notes[f] for f in chosen if notes and notes.get(f)])
+    return vstack([panel, _positions_legend(panel.width, explained)], pad=2)
 
 
 # ---------------------------------------------------------------------- templates figure
@@ -517,14 +584,27 @@ def _dashed(draw, points, fill, width, dash=6, gap=4):
             s = e + gap
 
 
+def epoch_axis(series):
+    """(first, last, ticks) of the epoch axis of ``series`` [(xs, ...)]: from the first
+    epoch drawn (a fine-tuned net's start at 13 after 12 pretraining epochs), at most 9
+    integer ticks."""
+    x0 = min(min(s[0]) for s in series)
+    x1 = max(x0 + 1, max(max(s[0]) for s in series))
+    step = max(1, math.ceil((x1 - x0) / 8))
+    return x0, x1, list(range(x0, x1 + 1, step))
+
+
 def plot(series, title, size=(330, 250), xlabel="epoch", empty="no data", ylim=None):
-    """A line plot: series = [(xs, ys, colour, dashed)], x in epochs (integer ticks);
+    """A line plot: series = [(xs, ys, colour, dashed)] or [(xs, ys, colour, dashed,
+    width)] (line width, default 2; a wide series drawn first stays visible around a
+    narrow one on top of it), x in epochs (integer ticks, from the data's first epoch);
     ``ylim`` = (lo, hi) widens the y range to at least that (default: the data's)."""
     im = Image.new("RGB", size, WHITE)
     draw = ImageDraw.Draw(im)
     small = font()
     draw.text((size[0] / 2, 10), title, fill=BLACK, font=font(TITLE_SIZE - 1), anchor="mm")
-    series = [(list(xs), [float(y) for y in ys], c, d) for xs, ys, c, d in series
+    series = [(list(xs), [float(y) for y in ys], c, d, w) for xs, ys, c, d, w in
+              (tuple(s) + (2,) * (5 - len(s)) for s in series)
               if len(xs) and all(math.isfinite(float(y)) for y in ys)]
     if not series:
         draw.text((size[0] / 2, size[1] / 2), empty, fill=GREY, font=small, anchor="mm")
@@ -535,10 +615,7 @@ def plot(series, title, size=(330, 250), xlabel="epoch", empty="no data", ylim=N
         lo, hi = min(lo, ylim[0]), max(hi, ylim[1])
     yticks, ystep = nice_ticks(lo, hi)
     y0, y1 = yticks[0], yticks[-1]
-    x_last = max(max(s[0]) for s in series)
-    x0, x1 = 1, max(2, x_last)
-    xstep = max(1, math.ceil((x1 - x0) / 8))
-    xticks = list(range(x0, x1 + 1, xstep))
+    x0, x1, xticks = epoch_axis(series)
     left = 8 + max(text_width(_tick_text(v, ystep), small) for v in yticks)
     box = (left, 24, size[0] - 12, size[1] - 34)  # plot area
 
@@ -557,18 +634,20 @@ def plot(series, title, size=(330, 250), xlabel="epoch", empty="no data", ylim=N
         draw.text((px(v), box[3] + 6), str(v), fill=BLACK, font=small, anchor="mt")
     draw.text(((box[0] + box[2]) / 2, size[1] - 4), xlabel, fill=BLACK, font=small, anchor="mb")
     draw.rectangle(box, outline=BLACK)
-    for xs, ys, colour, dashed in series:
+    for xs, ys, colour, dashed, width in series:
         pts = [(px(x), py(y)) for x, y in zip(xs, ys)]
         if len(pts) > 1:
             if dashed:
-                _dashed(draw, pts, colour, 2)
+                _dashed(draw, pts, colour, width)
             else:
-                draw.line(pts, fill=colour, width=2, joint="curve")
+                draw.line(pts, fill=colour, width=width, joint="curve")
+        r = 2 + width // 2  # markers grow with the line
         for x, y in pts:
             if dashed:
-                draw.rectangle((x - 2.5, y - 2.5, x + 2.5, y + 2.5), fill=WHITE, outline=colour)
+                draw.rectangle((x - r + 0.5, y - r + 0.5, x + r - 0.5, y + r - 0.5), fill=WHITE,
+                               outline=colour, width=max(1, width // 2))
             else:
-                draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
     return im
 
 
@@ -603,6 +682,12 @@ def _net_colour(name, k):
     return NET_COLOURS.get(name, OTHER_COLOURS[k % len(OTHER_COLOURS)])
 
 
+def _net_width(k, count):
+    """The first net's lines wide, the others' narrow: drawn first, the wide line shows
+    around a narrow one that follows the same values (two nets fine-tuned alike)."""
+    return 5 if k == 0 and count > 1 else 2
+
+
 def curves_figure(run_root):
     """Training curves of every net under ``run_root``: task loss, filter loss (nets with
     interpretable layers only) and train (dashed) / test (solid) accuracy per epoch."""
@@ -611,15 +696,16 @@ def curves_figure(run_root):
         raise FileNotFoundError(f"curves_figure: no <net>/checkpoint.npz under {run_root}")
     task, filt, acc = [], [], []
     for k, (name, (hist, config)) in enumerate(histories.items()):
-        c = _net_colour(name, k)
+        c, w = _net_colour(name, k), _net_width(k, len(histories))
         offset = _epoch_offset(config, histories)
         xs = [row["epoch"] + offset for row in hist]
-        task.append((xs, [row["task_loss"] for row in hist], c, False))
+        task.append((xs, [row["task_loss"] for row in hist], c, False, w))
         if any(row.get("lambda") for row in hist):
-            filt.append((xs, [row["filter_loss"] for row in hist], c, False))
-        acc.append((xs, [row["train_acc"] for row in hist], c, True))
+            filt.append((xs, [row["filter_loss"] for row in hist], c, False, w))
+        acc.append((xs, [row["train_acc"] for row in hist], c, True, w))
         tested = [row for row in hist if "test_acc" in row]  # see TrainConfig.eval_every
-        acc.append(([row["epoch"] + offset for row in tested], [row["test_acc"] for row in tested], c, False))
+        acc.append(([row["epoch"] + offset for row in tested], [row["test_acc"] for row in tested], c,
+                    False, w))
     plots = [plot(task, "task loss (cross-entropy)"),
              plot(filt, "filter loss (summed, before lambda)", empty="no interpretable net"),
              plot(acc, "accuracy: test solid, train dashed", ylim=(0, 1))]
@@ -629,9 +715,10 @@ def curves_figure(run_root):
     small = font()
     x = 12
     for k, name in enumerate(histories):
-        c = _net_colour(name, k)
-        draw.line((x, 13, x + 22, 13), fill=c, width=3)
-        draw.ellipse((x + 8, 10, x + 14, 16), fill=c)
+        c, w = _net_colour(name, k), _net_width(k, len(histories))
+        r = 2 + w // 2  # as plot draws it
+        draw.line((x, 13, x + 22, 13), fill=c, width=w)
+        draw.ellipse((x + 11 - r, 13 - r, x + 11 + r, 13 + r), fill=c)
         label = f"{name} ({len(histories[name][0])} epochs)"
         draw.text((x + 28, 13), label, fill=BLACK, font=small, anchor="lm")
         x += 28 + text_width(label, small) + 24
@@ -734,8 +821,8 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
                                notes=notes if any(notes.values()) else None),
                  f"filters_{index_name}{suffix}.png")
             panels = [positions_figure(m, ds, mean, std, index_name, filters=chosen[name],
-                                       images=images, title=f"{name}: {index_name} conv "
-                                       f"(layer {_layer_index(m, index_name)})", notes=notes[name])
+                                       images=images, notes=notes[name], title=f"{name}: "
+                                       f"{_conv_title(m, _layer_index(m, index_name), index_name)}")
                       for name, m in models.items()]
             save(hstack(panels, pad=24), f"positions_{index_name}{suffix}.png")
     model = next(iter(loaded.values()))[0]
@@ -749,14 +836,16 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
 def add_visualize_parser(sub):
     """Add ``visualize RUN [--out DIR] [--images 8] [--filters 6] [--split test]
     [--device cpu]`` to an argparse subparsers object."""
-    p = sub.add_parser("visualize", help="draw feature maps, positions, templates and curves "
-                       "of a run folder as PNGs")
+    from .cli import add_parser, positive_int
+
+    p = add_parser(sub, "visualize", help="draw feature maps, positions, templates and curves "
+                   "of a run folder as PNGs")
     p.add_argument("run", help="run folder (holds ordinary/ and interpretable/)")
-    p.add_argument("--out", help="output folder (default: RUN/pictures)")
-    p.add_argument("--images", type=int, default=8, help="birds per figure")
-    p.add_argument("--filters", type=int, default=6, help="filters per net")
-    p.add_argument("--split", choices=["train", "test"], default="test")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/pictures)")
+    p.add_argument("--images", type=positive_int, default=8, metavar="N", help="birds per figure")
+    p.add_argument("--filters", type=positive_int, default=6, metavar="N", help="filters per net")
+    p.add_argument("--split", choices=["train", "test"], default="test", help="the birds drawn")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the nets run")
     p.set_defaults(func=cmd_visualize)
     return p
 

@@ -4,8 +4,10 @@ Everything returned is NumPy; callers move batches to the GPU themselves.
 """
 from .bird_task import background_square, load_bird_task
 from .cub import PART_NAMES, CubDataset, CubFormatError, load_cub
+from .root import data_root, find_data
 
-__all__ = ["load_cub", "load_bird_task", "background_square", "CubDataset", "generate_toy_birds", "PART_NAMES", "CubFormatError"]
+__all__ = ["load_cub", "load_bird_task", "background_square", "CubDataset", "generate_toy_birds", "PART_NAMES", "CubFormatError",
+           "data_root", "find_data"]
 
 
 def __getattr__(name):
