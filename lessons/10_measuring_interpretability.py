@@ -8,7 +8,7 @@ What you will learn:
   diagonal. A filter that *tracks* a part keeps a near-constant distance to it: low;
 - worked by hand for one filter (``ti.metrics.collect_maps``, ``unit_centres``,
   ``cub_landmark_groups``, ``ti.location_instability``), then for whole nets
-  (``ti.evaluate_model``, ``ti.metrics.format_table``);
+  (``ti.evaluate_model``, ``ti.evaluate.format_table``);
 - why a low value alone proves nothing: a filter stuck at the centre unit scores far
   closer to a perfect tracker than to a random argmax, so every figure comes with its
   *shuffled control*, the *centre share* and *reference values*
@@ -74,7 +74,7 @@ print(round(by_hand, 4), round(inst["per_filter_landmark"][f, k], 4))  # 0.0944 
 # ---- whole nets, with the controls ----
 results = {kind: ti.evaluate_model(net, test, mean, std) for kind, net in nets.items()}
 print(results["interpretable"]["layers"]["new"]["instability"] == inst["value"])  # True
-print(ti.metrics.format_table(results))
+print(ti.evaluate.format_table(results))
 # net            layer    acc  instab.  control  ratio  centre  border  <0.8x ctl  <0.9x ctl   dist  ring  dropped
 # ordinary       top    0.800    0.123    0.126  0.974    0.31    0.42       0/16       3/16      -     0        0
 # ordinary       new    0.800    0.105    0.108  0.973    0.39    0.28       1/16       3/16  0.158     0        0

@@ -17,7 +17,7 @@ What you will learn:
   reads them. And that the push, weighted by how well T^- already fits, mostly misses
   the negative where the filter fires;
 - both nets on the task (``ti.TrainConfig(task="bird")``, ``ti.train_one``), measured
-  with their controls (``ti.evaluate_runs``, ``ti.metrics.format_table``): the filters
+  with their controls (``ti.evaluate_runs``, ``ti.evaluate.format_table``): the filters
   are measured on the birds only, the accuracy and each class's recall on all images.
   Here on the toy birds, in seconds; the command for the full CUB is printed, and when
   the folder ``TINYINTERP_DATA`` names holds ``cub200_160/`` (``python -m tinyinterp
@@ -212,7 +212,7 @@ for kind in ("ordinary", "interpretable"):
 # everything a bird (300 / 597 = 0.503 here): read the recalls.
 
 results = ti.evaluate_runs(RUN)  # each net on its own config's test split; writes evaluation.txt
-print(ti.metrics.format_table(results).split("\n\nreference")[0])
+print(ti.evaluate.format_table(results).split("\n\nreference")[0])
 ref = results["interpretable"]["reference"]
 print(round(ref["random_argmax"], 3), round(ref["fixed_unit_centre"], 3))  # 0.159 0.044
 # net            layer    acc  instab.  control  ratio  centre  border  <0.8x ctl  <0.9x ctl   dist  ring  dropped

@@ -203,10 +203,10 @@ def test_evaluation_measures_filters_on_the_birds_only(tmp_path):
     assert res["task"] == "bird" and res["images"] == birds < len(test)
     assert res["negatives"] == len(test) - birds
     # accuracy and recalls as one forward pass over the whole split gives them
-    pred = ti.metrics.collect_predictions(load_run(tmp_path / "run" / "ordinary")[0], test, mean, std)
+    pred = ti.predictions.collect_predictions(load_run(tmp_path / "run" / "ordinary")[0], test, mean, std)
     assert res["accuracy"] == pytest.approx(float((pred == test.labels).mean()), abs=1e-12)
     assert (res["correct"], res["accuracy_images"]) == (int((pred == test.labels).sum()), len(test))
-    not_bird, bird = ti.metrics.class_recalls(pred, test.labels, 2)
+    not_bird, bird = ti.predictions.class_recalls(pred, test.labels, 2)
     assert res["recall"] == pytest.approx({"bird": bird, "not a bird": not_bird}, abs=1e-12)
     assert "dist" in (tmp_path / "run" / "evaluation.txt").read_text()
     saved = json.loads((tmp_path / "run" / "evaluation.json").read_text())
@@ -238,10 +238,10 @@ def test_cli_bird_task_end_to_end_on_the_toy_birds(tmp_path, capsys):
 
 def test_a_net_that_calls_every_image_one_class_is_said_to_have_collapsed():
     labels = np.array([1, 1, 1, 0, 0])
-    recalls = ti.metrics.class_recalls(np.ones(5, dtype=np.int64), labels, 2)  # all "bird"
-    assert recalls == [0.0, 1.0] and ti.metrics.has_collapsed(recalls)
-    assert not ti.metrics.has_collapsed(ti.metrics.class_recalls(np.array([1, 1, 0, 0, 1]), labels, 2))
-    assert not ti.metrics.has_collapsed([None, 1.0])  # a class with no image cannot collapse
+    recalls = ti.predictions.class_recalls(np.ones(5, dtype=np.int64), labels, 2)  # all "bird"
+    assert recalls == [0.0, 1.0] and ti.predictions.has_collapsed(recalls)
+    assert not ti.predictions.has_collapsed(ti.predictions.class_recalls(np.array([1, 1, 0, 0, 1]), labels, 2))
+    assert not ti.predictions.has_collapsed([None, 1.0])  # a class with no image cannot collapse
     # the training log says so beside the accuracy
     line = ti.train._test_text({"test_acc": 0.6, "test_recall": recalls})
     assert "birds 1.000, not 0.000" in line and "COLLAPSED" in line

@@ -1,4 +1,4 @@
-"""Tests for tinyinterp.metrics: constructed cases with answers known by hand, a
+"""Tests for tinyinterp.metrics and tinyinterp.evaluate: constructed cases with answers known by hand, a
 brute-force receptive-field check, and small end-to-end runs (no real training)."""
 import json
 import math
@@ -8,11 +8,11 @@ import pytest
 
 from tinyinterp.data.cub import PART_NAMES, CubDataset
 from tinyinterp.layers import Conv2d, MaxPool2d, ReLU
+from tinyinterp.evaluate import evaluate_model, evaluate_runs, format_table
 from tinyinterp.metrics import (
-    LANDMARK_GROUPS, border_share, centre_share, collect_maps, cub_landmark_groups, evaluate_model,
-    evaluate_runs, format_table, location_instability, part_offsets, reference_values,
-    shuffled_control, top_k_border_share, tracking_counts, uniform_border_share,
-    uniform_centre_share, unit_centres)
+    LANDMARK_GROUPS, border_share, centre_share, collect_maps, cub_landmark_groups,
+    location_instability, part_offsets, reference_values, shuffled_control, top_k_border_share,
+    tracking_counts, uniform_border_share, uniform_centre_share, unit_centres)
 from tinyinterp.model import Sequential
 from tinyinterp.vgg import receptive_field, small_vgg
 

@@ -52,8 +52,9 @@ from .filter_loss import FilterCategories, MutualInformationLoss
 from .interpretable import InterpretableMask
 from .vgg import receptive_field, small_vgg
 from .train import TrainConfig, TrainingDiverged, load_run, train_one
-from . import data, metrics, runs, visualize
-from .metrics import evaluate_model, evaluate_runs, location_instability
+from . import data, evaluate, metrics, predictions, runs, visualize
+from .evaluate import evaluate_model, evaluate_runs
+from .metrics import location_instability
 
 # Imported after NumPy, the variable above came too late for OpenBLAS: have it read it
 # again (blas.py), so that a script's speed does not depend on its import order.

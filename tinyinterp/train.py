@@ -39,9 +39,9 @@ from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .cli import (Interrupted, UsageError, UserError, add_parser, nonnegative_float, nonnegative_int,
                   positive_int)
 from .layers import Dropout
-from .losses import LogisticLoss, SoftmaxCrossEntropy, predict
-from .metrics import class_recalls, collect_predictions, has_collapsed
+from .losses import LogisticLoss, SoftmaxCrossEntropy
 from .optim import SGD
+from .predictions import class_recalls, collect_predictions, has_collapsed, predict
 from .runs import (TOY_BIRDS, TrainConfig, build_model, data_key, init_weights_from, load_data,  # noqa: F401
                    load_run, net_dirs, num_outputs)
 from .vgg import input_step
@@ -563,7 +563,7 @@ def read_report(r):
 def report(run_root, device="cpu", data=None):
     """What ``evaluate RUN`` and ``visualize RUN`` do, run after training. ``data``:
     {data_key(cfg): load_data(cfg)} already loaded (filled with what is loaded here)."""
-    from .metrics import evaluate_runs, format_table
+    from .evaluate import evaluate_runs, format_table
     from .visualize import visualize_runs
 
     data = {} if data is None else data

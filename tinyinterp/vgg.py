@@ -18,6 +18,9 @@ from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from .model import Sequential
 
 HEAD_INIT_STD = 0.01
+# The names of the layers in ``model.interpretable_indices``, in order: the top conv and
+# the new conv above it. Evaluation's keys and the pictures' file names are these.
+LAYER_NAMES = ("top", "new")
 
 
 def input_step(widths):

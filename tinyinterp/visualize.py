@@ -35,6 +35,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .backend import device_of, to_device, to_numpy
 from .runs import data_key, load_data_once, load_run, net_dirs
+from .vgg import LAYER_NAMES, receptive_field
 
 # ----------------------------------------------------------------------------- style
 
@@ -241,10 +242,7 @@ def layer_maps(model, x, index):
     was_training = model.training
     model.eval()
     try:
-        for i, layer in enumerate(model.layers):
-            x = layer.forward(x)
-            if i == index:
-                return to_numpy(x)
+        return to_numpy(model.forward_keep(x, [index], to_end=False)[1][index])
     finally:
         model.train(was_training)
 
@@ -259,10 +257,9 @@ def pick_images(ds, images):
 
 
 def _layer_index(model, index_name):
-    names = ["top", "new"]
-    if index_name not in names[:len(model.interpretable_indices)]:
-        raise ValueError(f"index_name must be one of {names[:len(model.interpretable_indices)]}, "
-                         f"got {index_name!r}")
+    names = LAYER_NAMES[:len(model.interpretable_indices)]
+    if index_name not in names:
+        raise ValueError(f"index_name must be one of {list(names)}, got {index_name!r}")
     return model.interpretable_indices[names.index(index_name)]
 
 
@@ -346,8 +343,6 @@ def _row_label(f, maps_f, cats, notes=None):
 
 
 def _map_side(model, index, size):
-    from .vgg import receptive_field
-
     _, jump, _ = receptive_field(model, index)
     return int(round(size / jump))
 
@@ -491,8 +486,6 @@ def positions_figure(model, ds, mean, std, index_name="new", filters=6, images=8
     ``filters``: an int (the filters with the largest mean max activation) or ids;
     ``notes``: None or {filter id: one more line for its label} (:func:`filter_notes`).
     """
-    from .vgg import receptive_field
-
     index = _layer_index(model, index_name)
     idx = pick_images(ds, images)
     maps = image_maps(model, ds, idx, mean, std, index)
@@ -776,7 +769,7 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
     (``evaluate`` writes it), each labelled with that ratio and, where it follows a part at
     the padded edge, "on ring" (:func:`filter_notes`); else those with the largest mean
     max activation. ``data``:
-    as for ``metrics.evaluate_runs``, {data_key(cfg): load_data(cfg)} already loaded.
+    as for ``evaluate.evaluate_runs``, {data_key(cfg): load_data(cfg)} already loaded.
     """
     run_root = Path(run_root)
     nets = _net_dirs(run_root)
@@ -808,12 +801,11 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
     groups = {}
     for name, (model, key) in loaded.items():
         groups.setdefault(key, {})[name] = model
-    layer_names = ["top", "new"]
     for g, (key, models) in enumerate(groups.items()):
         ds, mean, std = shown[key]
         suffix = "" if len(groups) == 1 else f"_data{g}"
         depth = min(len(m.interpretable_indices) for m in models.values())
-        for index_name in layer_names[:depth]:
+        for index_name in LAYER_NAMES[:depth]:
             chosen = {name: filters_below_control(run_root, name, index_name, filters) or filters
                       for name in models}
             notes = {name: filter_notes(run_root, name, index_name) for name in models}
