@@ -126,6 +126,6 @@ for kind, res in results.items():
 ti.visualize.filter_figure(nets, test, mean, std, "new", filters=chosen, images=6).save(OUT / "10_filters.png")
 panels = [ti.visualize.positions_figure(net, test, mean, std, "new", filters=chosen[kind], images=6,
                                         title=f"{kind}: new conv") for kind, net in nets.items()]
-ti.visualize.hstack(panels, pad=24).save(OUT / "10_positions.png")
+ti.drawing.hstack(panels, pad=24).save(OUT / "10_positions.png")
 print("saved", OUT / "10_filters.png", "and", OUT / "10_positions.png")
 # In a tracking filter the cross would sit on the same coloured dot in every column.

@@ -298,7 +298,7 @@ for img_id in chosen:
             else Image.new("RGB", (CELL, CELL), (225, 225, 225))
         tiles.append(crop)
         names.append(("bird, 1" if label else "not a bird, 0") if len(k) else "no negative")
-picture = ti.visualize.grid(tiles, cols=3, labels=names,
+picture = ti.drawing.grid(tiles, cols=3, labels=names,
                             title="bird vs. not: positives and negatives\n"
                                   "red: the bird's box; blue: the largest square clear of it (64 px crops)")
 picture.save(OUT / "13_negatives.png")

@@ -52,7 +52,7 @@ from .filter_loss import FilterCategories, MutualInformationLoss
 from .interpretable import InterpretableMask
 from .vgg import receptive_field, small_vgg
 from .train import TrainConfig, TrainingDiverged, load_run, train_one
-from . import data, evaluate, metrics, predictions, runs, visualize
+from . import data, drawing, evaluate, metrics, predictions, runs, visualize
 from .evaluate import evaluate_model, evaluate_runs
 from .metrics import location_instability
 
