@@ -100,5 +100,5 @@ reloaded = ti.train.accuracy(model, test, mean, std, "cpu")  # the saved weights
 print(reloaded == finals["interpretable"]["test_acc"])  # True
 
 # ---- picture: the training curves of both nets ----
-ti.visualize.curves_figure(RUN).save(OUT / "09_curves.png")
+ti.curves.curves_figure(RUN).save(OUT / "09_curves.png")
 print("saved", OUT / "09_curves.png", "and the run in", RUN)

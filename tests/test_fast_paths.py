@@ -20,16 +20,8 @@ from strategies import XP_SETTINGS, distinct_values, seeds
 from tinyinterp import conv_engine, gradcheck
 from tinyinterp.backend import to_numpy
 from tinyinterp.im2col import PaddedGrid, grid_columns, im2col
-from tinyinterp.layers import (
-    Conv2d,
-    MaxPool2d,
-    conv2d_backward,
-    conv2d_forward,
-    conv2d_naive,
-    maxpool2d_backward,
-    maxpool2d_forward,
-    maxpool2d_naive,
-)
+from tinyinterp.layers import Conv2d, conv2d_backward, conv2d_forward, conv2d_naive
+from tinyinterp.pooling import MaxPool2d, maxpool2d_backward, maxpool2d_forward, maxpool2d_naive
 
 
 @st.composite

@@ -3,7 +3,8 @@ as the ordinary net, categories found by the pictures, and a short training run.
 import numpy as np
 
 from tinyinterp.interpretable import InterpretableMask
-from tinyinterp.layers import MaxPool2d, ReLU
+from tinyinterp.layers import ReLU
+from tinyinterp.pooling import MaxPool2d
 from tinyinterp.runs import init_weights_from, load_run
 from tinyinterp.train import train_one
 from tinyinterp.visualize import _categories

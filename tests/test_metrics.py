@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tinyinterp.data.cub import PART_NAMES, CubDataset
-from tinyinterp.layers import Conv2d, MaxPool2d, ReLU
+from tinyinterp.layers import Conv2d, ReLU
+from tinyinterp.pooling import MaxPool2d
 from tinyinterp.evaluate import evaluate_model, evaluate_runs, format_table
 from tinyinterp.metrics import (
     LANDMARK_GROUPS, border_share, centre_share, collect_maps, cub_landmark_groups,

@@ -6,7 +6,8 @@ import pytest
 
 from tinyinterp.backend import to_numpy
 from tinyinterp.checkpoint import META_KEY, load_checkpoint, save_checkpoint
-from tinyinterp.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from tinyinterp.layers import Conv2d, Dropout, Flatten, Linear, ReLU
+from tinyinterp.pooling import MaxPool2d
 from tinyinterp.model import Sequential
 
 

@@ -21,12 +21,8 @@ from strategies import XP_SETTINGS, seeds
 
 from tinyinterp import backend, blas, conv_engine
 from tinyinterp.im2col import PaddedGrid, chunk_columns
-from tinyinterp.layers import (
-    conv2d_backward,
-    conv2d_forward,
-    maxpool2d_backward,
-    maxpool2d_forward,
-)
+from tinyinterp.layers import conv2d_backward, conv2d_forward
+from tinyinterp.pooling import maxpool2d_backward, maxpool2d_forward
 
 
 @pytest.fixture

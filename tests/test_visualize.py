@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tinyinterp import curves as cv
 from tinyinterp import drawing as dr
 from tinyinterp import visualize as vz
 from tinyinterp.train import TOY_BIRDS, TrainConfig, train_one
@@ -216,9 +217,9 @@ def test_fine_tuned_run_curves_continue_the_pretrained_epochs(tmp_path):
                   tmp_path / kind, log=lambda *_: None)
     assert list(vz._net_dirs(tmp_path)) == ["ordinary", "interpretable"]
     assert list(vz._net_dirs(tmp_path, pretrained=True)) == ["ordinary", "interpretable", "pretrained"]
-    histories = {name: vz._history(d) for name, d in vz._net_dirs(tmp_path, pretrained=True).items()}
-    assert vz._epoch_offset(histories["interpretable"][1], histories) == 2
-    assert vz._epoch_offset(histories["pretrained"][1], histories) == 0
+    histories = {name: cv._history(d) for name, d in vz._net_dirs(tmp_path, pretrained=True).items()}
+    assert cv._epoch_offset(histories["interpretable"][1], histories) == 2
+    assert cv._epoch_offset(histories["pretrained"][1], histories) == 0
     with Image.open(vz.visualize_runs(tmp_path, images=2, filters=1)[-1]) as im:
         assert im.size[0] > 100
 

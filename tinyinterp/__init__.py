@@ -32,17 +32,14 @@ from .layers import (
     Flatten,
     Layer,
     Linear,
-    MaxPool2d,
     ReLU,
     conv2d_backward,
     conv2d_forward,
     conv2d_naive,
     linear_backward,
     linear_forward,
-    maxpool2d_backward,
-    maxpool2d_forward,
-    maxpool2d_naive,
 )
+from .pooling import MaxPool2d, maxpool2d_backward, maxpool2d_forward, maxpool2d_naive
 from .losses import LogisticLoss, SoftmaxCrossEntropy, log_softmax
 from .model import Sequential
 from .optim import SGD
@@ -52,7 +49,7 @@ from .filter_loss import FilterCategories, MutualInformationLoss
 from .interpretable import InterpretableMask
 from .vgg import receptive_field, small_vgg
 from .train import TrainConfig, TrainingDiverged, load_run, train_one
-from . import data, drawing, evaluate, metrics, predictions, runs, visualize
+from . import curves, data, drawing, evaluate, metrics, predictions, runs, visualize
 from .evaluate import evaluate_model, evaluate_runs
 from .metrics import location_instability
 

@@ -35,6 +35,11 @@ def pair(v):
     return int(v), int(v)
 
 
+def short_pair(p):
+    """(3, 3) -> 3 for printing a layer; (2, 3) stays."""
+    return p[0] if p[0] == p[1] else p
+
+
 def conv_out_size(size, kernel, stride, pad):
     """Output length of a conv or pool along one axis: floor((size + 2*pad - kernel) / stride) + 1.
 

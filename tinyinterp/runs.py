@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .backend import to_device
 from .checkpoint import CheckpointError, load_checkpoint
-from .layers import PADDING_MODES
+from .padding import PADDING_MODES
 from .vgg import small_vgg
 
 TOY_BIRDS = Path(__file__).resolve().parents[1] / "data_samples" / "toy_birds"
@@ -45,7 +45,7 @@ class TrainConfig:
     dropout: float = 0.5
     widths: list = field(default_factory=lambda: [32, 64, 128])
     top_channels: int = 128
-    # every conv's padding: "zeros" (the paper's nets), "replicate" or "reflect" (layers.pad2d)
+    # every conv's padding: "zeros" (the paper's nets), "replicate" or "reflect" (padding.pad2d)
     padding_mode: str = "zeros"
     mask_after_pool: bool = False  # the new conv's mask after its pool (the authors' place)
     shift: int = 0  # training batches: each image moved by up to this many pixels (edge-filled)
