@@ -10,19 +10,11 @@ from . import blas
 if "numpy" not in _sys.modules:
     # Before NumPy loads OpenBLAS: let OpenBLAS's idle threads sleep about 0.4 ms
     # (2**20 cycles) after a matrix product instead of spinning for 0.1 s, so that
-    # tinyinterp's own threads get the cores between products (backend.in_parallel).
+    # tinyinterp's own threads get the cores between products (threads.in_parallel).
     _os.environ.setdefault(blas.TIMEOUT_VARIABLE, str(blas.SPIN_TIMEOUT))
 
-from .backend import (
-    device_of,
-    get_array_module,
-    get_num_threads,
-    gpu_available,
-    host_rng,
-    set_num_threads,
-    to_device,
-    to_numpy,
-)
+from .backend import device_of, get_array_module, gpu_available, host_rng, to_device, to_numpy
+from .threads import get_num_threads, set_num_threads
 from .checkpoint import load_checkpoint, save_checkpoint
 from .gradcheck import GradcheckResult, check_layer, check_loss, numerical_gradient, relative_error
 from .im2col import col2im, conv_out_size, im2col

@@ -6,10 +6,11 @@
 The 2x2, stride-2 pooling of the VGG has a path of its own without im2col, split over
 the channels between threads.
 """
-from .backend import get_array_module, in_parallel
+from .backend import get_array_module
 from ._checks import check_array
 from .im2col import col2im, conv_out_size, im2col, pair, short_pair
 from .layers import Layer
+from .threads import in_parallel
 
 
 def maxpool2d_forward(x, kernel_size, stride=None, pad=0):
@@ -49,7 +50,7 @@ def maxpool2d_backward(dout, cache):
 # gives ties to the left and the top, i.e. to the first element in row-major order.
 # Everything is element-wise on views, so it runs in whatever memory layout x has (the
 # convs give channel-major maps) and allocates its results in that same layout, and the
-# channels can be split between threads (backend.in_parallel), each writing its own slice.
+# channels can be split between threads (threads.in_parallel), each writing its own slice.
 
 def _maxpool2x2_forward(x):
     xp = get_array_module(x)
