@@ -49,7 +49,7 @@ for kind in KINDS:
         ti.train_one(ti.TrainConfig(**quick, interpretable=(kind == "interpretable")), RUN / kind)
 nets = {kind: ti.load_run(RUN / kind)[0] for kind in KINDS}  # eval mode
 _, cfg, _ = ti.load_run(RUN / "ordinary")
-ds, train, test, mean, std = ti.train.load_data(cfg)  # the test split measures; train's mean/std normalise
+ds, train, test, mean, std = ti.runs.load_data(cfg)  # the test split measures; train's mean/std normalise
 print(len(test), test.size)  # 300 32   (300 64 after lesson 09 with LONG=1)
 
 # ---- the metric by hand, for one filter of the interpretable net's new conv ----

@@ -11,7 +11,8 @@ from PIL import Image
 from tinyinterp import curves as cv
 from tinyinterp import drawing as dr
 from tinyinterp import visualize as vz
-from tinyinterp.train import TOY_BIRDS, TrainConfig, train_one
+from tinyinterp.runs import TOY_BIRDS, TrainConfig
+from tinyinterp.train import train_one
 from tinyinterp.vgg import receptive_field, small_vgg
 
 
@@ -182,7 +183,7 @@ def test_visualize_cli(run_root, tmp_path, capsys):
 
 
 def test_filter_figure_takes_given_filter_ids(run_root):
-    from tinyinterp.train import load_data, load_run
+    from tinyinterp.runs import load_data, load_run
 
     model, cfg, _ = load_run(run_root / "interpretable")
     _, _, test, mean, std = load_data(cfg)

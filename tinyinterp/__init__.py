@@ -40,8 +40,9 @@ from .mask import TemplateMask
 from .filter_loss import FilterCategories, MutualInformationLoss
 from .interpretable import InterpretableMask
 from .vgg import receptive_field, small_vgg
-from .train import TrainConfig, TrainingDiverged, load_run, train_one
-from . import curves, data, drawing, evaluate, metrics, predictions, runs, visualize
+from .runs import TrainConfig, load_run
+from .train import TrainingDiverged, train_one
+from . import curves, data, drawing, evaluate, metrics, predictions, recipes, runs, visualize
 from .evaluate import evaluate_model, evaluate_runs
 from .metrics import location_instability
 

@@ -25,7 +25,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from .data.download import add_download_parser
     from .evaluate import add_evaluate_parser
-    from .train import add_train_parser
+    from .train_cli import add_train_parser
     from .visualize import add_visualize_parser
     add_train_parser(sub)
     add_evaluate_parser(sub)

@@ -30,6 +30,13 @@ def collect_predictions(model, ds, mean, std, device="cpu", batch_size=64):
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
 
+def accuracy(model, ds, mean, std, device, batch_size=64):
+    """Top-1 accuracy of ``model`` (eval mode) on ``ds`` (for a logistic head: logit > 0
+    predicts 1)."""
+    pred = collect_predictions(model, ds, mean, std, device, batch_size)
+    return float((pred == ds.labels).mean()) if len(ds) else 0.0
+
+
 def class_recalls(pred, labels, num_classes):
     """The share of each class's images predicted as that class ((K,) list; None where a
     class has no image). For bird vs. not: [recall of non-birds, recall of birds]."""
