@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .backend import device_module, to_device
 from .checkpoint import atomic_write_text
+from .cli import progress
 from .losses import LogisticLoss, SoftmaxCrossEntropy
 from .optim import SGD
 from .predictions import class_recalls, collect_predictions, has_collapsed, predict
@@ -77,16 +78,6 @@ def task_loss(cfg):
 def loss_targets(cfg, labels):
     """Labels as the task's loss wants them: (B,) class ids, or (B, 1) 0/1 targets."""
     return labels[:, None] if cfg.task == "bird" else labels
-
-
-def progress(i, n, width=24, extra=""):
-    """A one-line progress bar, redrawn in place (only on a terminal: in a log file the
-    redraws would pile up)."""
-    if not sys.stdout.isatty():
-        return
-    done = int(width * i / max(1, n))
-    sys.stdout.write(f"\r  [{'#' * done}{'.' * (width - done)}] {i}/{n} {extra}")
-    sys.stdout.flush()
 
 
 # ---- the loop ----

@@ -106,7 +106,7 @@ def _choose_filters(filters, name, maps):
     return [int(f) for f in filters]
 
 
-def _categories(model, index):
+def mask_categories(model, index):
     """Each filter's category, read from the InterpretableMask after ``index`` (right after
     it, or after a pool between them); None without one, or when there is one category
     only (bird vs. not: every filter's)."""
@@ -193,7 +193,7 @@ def filter_figure(models, ds, mean, std, index_name="new", filters=None, images=
         index = _layer_index(model, index_name)
         maps = image_maps(model, ds, idx, mean, std, index)
         chosen = _choose_filters(filters, name, maps)
-        cats = _categories(model, index)
+        cats = mask_categories(model, index)
         net_notes = (notes or {}).get(name) or {}
         rows, labels = [], []
         for f in chosen:
@@ -276,7 +276,7 @@ def positions_figure(model, ds, mean, std, index_name="new", filters=6, images=8
     chosen = _choose_filters(filters, None, maps)
     start, jump, _ = receptive_field(model, index)
     scale = cell / ds.size
-    cats = _categories(model, index)
+    cats = mask_categories(model, index)
     birds = [Image.fromarray(ds.images[i]).resize((cell, cell), Image.BICUBIC) for i in idx]
     rows, labels = [], []
     for f in chosen:

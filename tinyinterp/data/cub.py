@@ -111,8 +111,10 @@ def _read_table(root, rel, spec):
                        for i, (t, k) in enumerate(zip(toks, spec))]
 
 
-def _read_keyed(root, rel, spec, nkey=1):
-    """Read a table into {key: (line number, values)}; duplicate keys are an error."""
+def read_keyed(root, rel, spec, nkey=1):
+    """Read one of the layout's tables (``rel`` under ``root``; field kinds ``spec`` as for
+    ``_read_table``) into {key: (line number, values)}, the first ``nkey`` fields the key;
+    duplicate keys are a CubFormatError naming both lines."""
     table = {}
     for lineno, fields in _read_table(root, rel, spec):
         key = fields[0] if nkey == 1 else tuple(fields[:nkey])
@@ -126,13 +128,13 @@ def _read_keyed(root, rel, spec, nkey=1):
 def _read_metadata(root):
     """Parse and cross-check every metadata file. Returns a dict of tables and counts."""
     meta = {
-        "images": _read_keyed(root, "images.txt", ["int", "str"]),
-        "classes": _read_keyed(root, "classes.txt", ["int", "str"]),
-        "labels": _read_keyed(root, "image_class_labels.txt", ["int", "int"]),
-        "split": _read_keyed(root, "train_test_split.txt", ["int", "bit"]),
-        "boxes": _read_keyed(root, "bounding_boxes.txt", ["int"] + ["float"] * 4),
-        "parts": _read_keyed(root, "parts/parts.txt", ["int", "rest"]),
-        "locs": _read_keyed(root, "parts/part_locs.txt",
+        "images": read_keyed(root, "images.txt", ["int", "str"]),
+        "classes": read_keyed(root, "classes.txt", ["int", "str"]),
+        "labels": read_keyed(root, "image_class_labels.txt", ["int", "int"]),
+        "split": read_keyed(root, "train_test_split.txt", ["int", "bit"]),
+        "boxes": read_keyed(root, "bounding_boxes.txt", ["int"] + ["float"] * 4),
+        "parts": read_keyed(root, "parts/parts.txt", ["int", "rest"]),
+        "locs": read_keyed(root, "parts/part_locs.txt",
                             ["int", "int", "float", "float", "bit"], nkey=2),
     }
     for cid_line, (cid,) in meta["labels"].values():
