@@ -6,7 +6,7 @@ never imports torch. Everything here mirrors an object of tinyinterp one to one:
     small_vgg(...)           tinyinterp.vgg.small_vgg(..., new_conv=False)  (same layers, same order)
     make_train_step(...)     forward, softmax cross-entropy (batch mean), backward, SGD step
     conv_forward/backward    tinyinterp.layers.conv2d_forward / conv2d_backward
-    maxpool_forward/backward tinyinterp.layers.maxpool2d_forward / maxpool2d_backward (with argmax)
+    maxpool_forward/backward tinyinterp.pooling.maxpool2d_forward / maxpool2d_backward (with argmax)
     relu_forward/backward    tinyinterp.layers.ReLU
 
 The backward functions call the same ATen kernels that autograd would call, so a timing

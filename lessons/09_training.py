@@ -53,7 +53,7 @@ print(base.data.endswith("toy_birds"), base.crop, base.lr, base.momentum)  # Tru
 # the defaults (64 px, three blocks): the same n = 8 templates as in lessons 05-08.
 
 # the data are loaded once and shared, so both nets see exactly the same images
-ds, train, test, mean, std = ti.train.load_data(base)
+ds, train, test, mean, std = ti.runs.load_data(base)
 print(len(ds.class_ids), len(train), len(test), train.images.shape[1:])  # 5 200 300 (32, 32, 3)   (uint8)
 print(mean.round(2), std.round(2))  # [0.53 0.53 0.45] [0.22 0.18 0.21]
 # the training split's per-channel mean and std (pixels in [0, 1]): every batch is normalised with them
@@ -96,9 +96,9 @@ print(model.interpretable_indices, masks[0])
 # [11, 14] InterpretableMask(16, 8, num_classes=5, lambda0=0.0001, gradient='exact')
 # (with LONG=1: [16, 19] and 128 filters). The evaluation reads the ReLU outputs at those
 # indices, before the masks: the maps the filters themselves produce.
-reloaded = ti.train.accuracy(model, test, mean, std, "cpu")  # the saved weights, eval mode
+reloaded = ti.predictions.accuracy(model, test, mean, std, "cpu")  # the saved weights, eval mode
 print(reloaded == finals["interpretable"]["test_acc"])  # True
 
 # ---- picture: the training curves of both nets ----
-ti.visualize.curves_figure(RUN).save(OUT / "09_curves.png")
+ti.curves.curves_figure(RUN).save(OUT / "09_curves.png")
 print("saved", OUT / "09_curves.png", "and the run in", RUN)

@@ -8,7 +8,7 @@ What you will learn:
   diagonal. A filter that *tracks* a part keeps a near-constant distance to it: low;
 - worked by hand for one filter (``ti.metrics.collect_maps``, ``unit_centres``,
   ``cub_landmark_groups``, ``ti.location_instability``), then for whole nets
-  (``ti.evaluate_model``, ``ti.metrics.format_table``);
+  (``ti.evaluate_model``, ``ti.evaluate.format_table``);
 - why a low value alone proves nothing: a filter stuck at the centre unit scores far
   closer to a perfect tracker than to a random argmax, so every figure comes with its
   *shuffled control*, the *centre share* and *reference values*
@@ -49,7 +49,7 @@ for kind in KINDS:
         ti.train_one(ti.TrainConfig(**quick, interpretable=(kind == "interpretable")), RUN / kind)
 nets = {kind: ti.load_run(RUN / kind)[0] for kind in KINDS}  # eval mode
 _, cfg, _ = ti.load_run(RUN / "ordinary")
-ds, train, test, mean, std = ti.train.load_data(cfg)  # the test split measures; train's mean/std normalise
+ds, train, test, mean, std = ti.runs.load_data(cfg)  # the test split measures; train's mean/std normalise
 print(len(test), test.size)  # 300 32   (300 64 after lesson 09 with LONG=1)
 
 # ---- the metric by hand, for one filter of the interpretable net's new conv ----
@@ -74,7 +74,7 @@ print(round(by_hand, 4), round(inst["per_filter_landmark"][f, k], 4))  # 0.0944 
 # ---- whole nets, with the controls ----
 results = {kind: ti.evaluate_model(net, test, mean, std) for kind, net in nets.items()}
 print(results["interpretable"]["layers"]["new"]["instability"] == inst["value"])  # True
-print(ti.metrics.format_table(results))
+print(ti.evaluate.format_table(results))
 # net            layer    acc  instab.  control  ratio  centre  border  <0.8x ctl  <0.9x ctl   dist  ring  dropped
 # ordinary       top    0.800    0.123    0.126  0.974    0.31    0.42       0/16       3/16      -     0        0
 # ordinary       new    0.800    0.105    0.108  0.973    0.39    0.28       1/16       3/16  0.158     0        0
@@ -126,6 +126,6 @@ for kind, res in results.items():
 ti.visualize.filter_figure(nets, test, mean, std, "new", filters=chosen, images=6).save(OUT / "10_filters.png")
 panels = [ti.visualize.positions_figure(net, test, mean, std, "new", filters=chosen[kind], images=6,
                                         title=f"{kind}: new conv") for kind, net in nets.items()]
-ti.visualize.hstack(panels, pad=24).save(OUT / "10_positions.png")
+ti.drawing.hstack(panels, pad=24).save(OUT / "10_positions.png")
 print("saved", OUT / "10_filters.png", "and", OUT / "10_positions.png")
 # In a tracking filter the cross would sit on the same coloured dot in every column.

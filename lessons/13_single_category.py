@@ -17,7 +17,7 @@ What you will learn:
   reads them. And that the push, weighted by how well T^- already fits, mostly misses
   the negative where the filter fires;
 - both nets on the task (``ti.TrainConfig(task="bird")``, ``ti.train_one``), measured
-  with their controls (``ti.evaluate_runs``, ``ti.metrics.format_table``): the filters
+  with their controls (``ti.evaluate_runs``, ``ti.evaluate.format_table``): the filters
   are measured on the birds only, the accuracy and each class's recall on all images.
   Here on the toy birds, in seconds; the command for the full CUB is printed, and when
   the folder ``TINYINTERP_DATA`` names holds ``cub200_160/`` (``python -m tinyinterp
@@ -47,7 +47,7 @@ PICTURES = ["13_negatives.png"]
 OUT = Path(os.environ.get("TINYINTERP_LESSON_OUT", "lesson_output"))
 OUT.mkdir(parents=True, exist_ok=True)
 RUN = OUT / "run_13"  # run_13/ordinary, run_13/interpretable (stage 1 in run_13_stage1)
-TOY = ti.train.TOY_BIRDS  # the bundled toy birds: 500 photos of 128 px, 5 species
+TOY = ti.runs.TOY_BIRDS  # the bundled toy birds: 500 photos of 128 px, 5 species
 CUB = ti.data.find_data("cub200_160")  # all of CUB at 160 px in $TINYINTERP_DATA, or None
 started = time.time()
 
@@ -186,12 +186,12 @@ for gradient in ("paper", "authors"):
 # The command line's bird recipe, shrunk to seconds: stage 1, an ordinary net trained on
 # the task from random weights; stage 2, fine-tuned from it at lr 1e-3, once as it is (the
 # fair baseline) and once with the masks and the bird recipe's filter loss
-# (ti.train.recipe_mask_options("bird"): the authors' rule at multiplier 10). The
+# (ti.recipes.recipe_mask_options("bird"): the authors' rule at multiplier 10). The
 # command line pretrains on the species instead (--pretrain-task species); its new head
 # then starts fresh (init_from copies all but a differently shaped head, and says so).
 quick = dict(task="bird", size=32, widths=[16, 32], top_channels=32, batch_size=16)
 stage1 = ti.TrainConfig(**quick, epochs=6)
-data = ti.train.load_data(stage1)  # the 32 px bird task, loaded once for all three nets
+data = ti.runs.load_data(stage1)  # the 32 px bird task, loaded once for all three nets
 row = ti.train_one(stage1, OUT / "run_13_stage1", data=data, log=lambda line: None)["final"]
 not_bird, bird = row["test_recall"]  # the share of each class's test images called right
 print(f"stage 1: test {row['test_acc']:.3f}, birds {bird:.3f}, not {not_bird:.3f}")
@@ -201,7 +201,7 @@ for kind in ("ordinary", "interpretable"):
     cfg = ti.TrainConfig(**quick, epochs=3, lr=1e-3, warmup_epochs=0,
                          init_from=str(OUT / "run_13_stage1" / "checkpoint.npz"),
                          interpretable=interpretable,
-                         mask_options=ti.train.recipe_mask_options("bird") if interpretable else {})
+                         mask_options=ti.recipes.recipe_mask_options("bird") if interpretable else {})
     ti.train_one(cfg, RUN / kind, data=data)
 # the epoch lines end with each class's recall on the test split; the last ones, about:
 #      ordinary epoch   3/3  loss 0.029  filter +0  lambda -  train 0.997
@@ -212,7 +212,7 @@ for kind in ("ordinary", "interpretable"):
 # everything a bird (300 / 597 = 0.503 here): read the recalls.
 
 results = ti.evaluate_runs(RUN)  # each net on its own config's test split; writes evaluation.txt
-print(ti.metrics.format_table(results).split("\n\nreference")[0])
+print(ti.evaluate.format_table(results).split("\n\nreference")[0])
 ref = results["interpretable"]["reference"]
 print(round(ref["random_argmax"], 3), round(ref["fixed_unit_centre"], 3))  # 0.159 0.044
 # net            layer    acc  instab.  control  ratio  centre  border  <0.8x ctl  <0.9x ctl   dist  ring  dropped
@@ -298,7 +298,7 @@ for img_id in chosen:
             else Image.new("RGB", (CELL, CELL), (225, 225, 225))
         tiles.append(crop)
         names.append(("bird, 1" if label else "not a bird, 0") if len(k) else "no negative")
-picture = ti.visualize.grid(tiles, cols=3, labels=names,
+picture = ti.drawing.grid(tiles, cols=3, labels=names,
                             title="bird vs. not: positives and negatives\n"
                                   "red: the bird's box; blue: the largest square clear of it (64 px crops)")
 picture.save(OUT / "13_negatives.png")

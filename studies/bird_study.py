@@ -34,7 +34,8 @@ from jobs import run_jobs  # beside this script
 from recipe_study import format_stat  # the same mean ±half-range as the species study
 
 from tinyinterp.data.root import FULL_CUB, data_root, find_data
-from tinyinterp.metrics import COLLAPSED_RECALL, has_collapsed
+from tinyinterp.predictions import COLLAPSED_RECALL, has_collapsed
+from tinyinterp.vgg import LAYER_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -288,7 +289,7 @@ def seed_values(out, size, seed, recipe):
         # a classifier that says "bird" to everything has not learnt the task: its filters'
         # figures describe a broken net, so the table counts it apart, as it does a NaN
         v["collapsed"] = has_collapsed([v["recall_bird"], v["recall_not"]])
-    for layer in ("top", "new"):
+    for layer in LAYER_NAMES:
         L = e["layers"][layer]
         v[layer], v[layer + "_ctl"], v[layer + "_to_ctl"] = L["instability"], L["control"], L["ratio"]
         v[layer + "_below8"], v[layer + "_below9"] = L["tracking"]["below_0.8"], L["tracking"]["below_0.9"]
@@ -302,7 +303,7 @@ def seed_values(out, size, seed, recipe):
         base = json.loads(base_path.read_text()).get("ordinary")
         if base:
             v["dacc"] = v["acc"] - base["accuracy"]
-            for layer in ("top", "new"):
+            for layer in LAYER_NAMES:
                 v[layer + "_to_base"] = v[layer] / base["layers"][layer]["instability"]
     elif recipe == base_recipe:
         v["dacc"] = 0.0
@@ -389,7 +390,7 @@ def figure(args):
     whose ``ordinary/`` and ``interpretable/`` link to the baseline's and the recipe's nets,
     evaluated and drawn as ``train`` draws its own (pictures/: the filters furthest below
     their control as heat maps over test birds, their inference positions)."""
-    from tinyinterp.metrics import evaluate_runs
+    from tinyinterp.evaluate import evaluate_runs
     from tinyinterp.visualize import visualize_runs
 
     for size in args.sizes:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from tinyinterp.losses import SoftmaxCrossEntropy
-from tinyinterp.train import build_model, init_weights_from, interpretable_layers, load_data, load_run
+from tinyinterp.runs import build_model, init_weights_from, load_data, load_run
+from tinyinterp.train import interpretable_layers
 
 VARIANTS = {
     "exact, lambda0 1e-4 (library default)": {},

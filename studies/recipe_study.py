@@ -27,6 +27,7 @@ from pathlib import Path
 from jobs import run_jobs  # beside this script
 
 from tinyinterp.data.root import data_root, missing
+from tinyinterp.vgg import LAYER_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {
@@ -143,7 +144,7 @@ def seed_values(out, data, seed, recipe, net):
         return {"unfinished": True}
     e = evaluation[net]
     v = {"unfinished": False, "acc": e["accuracy"]}
-    for layer in ("top", "new"):
+    for layer in LAYER_NAMES:
         L = e["layers"][layer]
         v[layer] = L["instability"]
         v[layer + "_ctl"] = L["control"]
@@ -154,7 +155,7 @@ def seed_values(out, data, seed, recipe, net):
     base = _load(out, data, seed, baseline_recipe(recipe))[0].get("ordinary")
     if base:
         v["dacc"] = v["acc"] - base["accuracy"]
-        for layer in ("top", "new"):
+        for layer in LAYER_NAMES:
             v[layer + "_to_base"] = v[layer] / base["layers"][layer]["instability"]
     return v
 

@@ -32,7 +32,8 @@ from tinyinterp.backend import to_numpy
 from tinyinterp.data.root import FULL_CUB, data_root, find_data
 from tinyinterp.layers import Conv2d
 from tinyinterp.runs import TrainConfig, build_model, init_weights_from, load_data
-from tinyinterp.train import interpretable_layers, loss_targets, recipe_mask_options, task_loss
+from tinyinterp.recipes import recipe_mask_options
+from tinyinterp.train import interpretable_layers, loss_targets, task_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 # all of CUB: cub200_160/ (or CUB_200_2011/) in $TINYINTERP_DATA, else in ../shared

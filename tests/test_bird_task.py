@@ -145,7 +145,7 @@ def test_labels_reach_the_masks_and_negatives_get_the_negative_template(tmp_path
     labels; with one category, a negative's filter-loss gradient is that of the images
     outside the category (the T^- term), which differs from a positive's."""
     cfg = bird_config(interpretable=True)
-    _, train, _, mean, std = ti.train.load_data(cfg)
+    _, train, _, mean, std = ti.runs.load_data(cfg)
     assert set(np.unique(train.labels)) == {0, 1}
     model = build_model(cfg, 1)
     batch = next(train.batches(16, seed=0, shuffle=True, flip=False, mean=mean, std=std))
@@ -198,15 +198,15 @@ def test_evaluation_measures_filters_on_the_birds_only(tmp_path):
     train_one(cfg, tmp_path / "run" / "ordinary", log=lambda *_: None)
     results = ti.evaluate_runs(tmp_path / "run", top_k=5)
     res = results["ordinary"]
-    _, _, test, mean, std = ti.train.load_data(cfg)
+    _, _, test, mean, std = ti.runs.load_data(cfg)
     birds = int((test.labels == 1).sum())
     assert res["task"] == "bird" and res["images"] == birds < len(test)
     assert res["negatives"] == len(test) - birds
     # accuracy and recalls as one forward pass over the whole split gives them
-    pred = ti.metrics.collect_predictions(load_run(tmp_path / "run" / "ordinary")[0], test, mean, std)
+    pred = ti.predictions.collect_predictions(load_run(tmp_path / "run" / "ordinary")[0], test, mean, std)
     assert res["accuracy"] == pytest.approx(float((pred == test.labels).mean()), abs=1e-12)
     assert (res["correct"], res["accuracy_images"]) == (int((pred == test.labels).sum()), len(test))
-    not_bird, bird = ti.metrics.class_recalls(pred, test.labels, 2)
+    not_bird, bird = ti.predictions.class_recalls(pred, test.labels, 2)
     assert res["recall"] == pytest.approx({"bird": bird, "not a bird": not_bird}, abs=1e-12)
     assert "dist" in (tmp_path / "run" / "evaluation.txt").read_text()
     saved = json.loads((tmp_path / "run" / "evaluation.json").read_text())
@@ -238,11 +238,11 @@ def test_cli_bird_task_end_to_end_on_the_toy_birds(tmp_path, capsys):
 
 def test_a_net_that_calls_every_image_one_class_is_said_to_have_collapsed():
     labels = np.array([1, 1, 1, 0, 0])
-    recalls = ti.metrics.class_recalls(np.ones(5, dtype=np.int64), labels, 2)  # all "bird"
-    assert recalls == [0.0, 1.0] and ti.metrics.has_collapsed(recalls)
-    assert not ti.metrics.has_collapsed(ti.metrics.class_recalls(np.array([1, 1, 0, 0, 1]), labels, 2))
-    assert not ti.metrics.has_collapsed([None, 1.0])  # a class with no image cannot collapse
+    recalls = ti.predictions.class_recalls(np.ones(5, dtype=np.int64), labels, 2)  # all "bird"
+    assert recalls == [0.0, 1.0] and ti.predictions.has_collapsed(recalls)
+    assert not ti.predictions.has_collapsed(ti.predictions.class_recalls(np.array([1, 1, 0, 0, 1]), labels, 2))
+    assert not ti.predictions.has_collapsed([None, 1.0])  # a class with no image cannot collapse
     # the training log says so beside the accuracy
-    line = ti.train._test_text({"test_acc": 0.6, "test_recall": recalls})
+    line = ti.train.format_test_result({"test_acc": 0.6, "test_recall": recalls})
     assert "birds 1.000, not 0.000" in line and "COLLAPSED" in line
-    assert "COLLAPSED" not in ti.train._test_text({"test_acc": 0.9, "test_recall": [0.8, 0.9]})
+    assert "COLLAPSED" not in ti.train.format_test_result({"test_acc": 0.9, "test_recall": [0.8, 0.9]})

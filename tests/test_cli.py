@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 import tinyinterp as ti
-from tinyinterp import backend
+from tinyinterp import backend, train_cli
 from tinyinterp.__main__ import build_parser, main
 from tinyinterp.data import CubFormatError
-from tinyinterp.train import TOY_BIRDS, load_run
+from tinyinterp.runs import TOY_BIRDS, load_run
 
 from commandline import one_line, run_main  # beside this file
 
@@ -127,7 +127,7 @@ def test_a_bad_argument_is_one_line_before_any_work(extra, named, tmp_path, caps
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the arguments were checked")
 
-    monkeypatch.setattr(ti.train, "load_data", no_work)
+    monkeypatch.setattr(train_cli, "load_data", no_work)
     out = tmp_path / "run"
     rc, stdout, err = run_main(["train", *TINY, "--out", str(out), *extra], capsys)
     line = one_line(err)

@@ -1,7 +1,7 @@
 """The fast paths of conv_engine.py and layers.py against the readable ones, PyTorch and
 finite differences.
 
-conv2d_forward/backward take the padded-grid path (im2col.PaddedGrid) for stride-1
+conv2d_forward/backward take the padded-grid path (padded_grid.PaddedGrid) for stride-1
 "same" convs (odd kernel, pad = kernel // 2), and maxpool2d_forward/backward a two-step
 path for 2x2 / stride-2 pooling. The random cases of test_layers.py seldom draw exactly
 those geometries, so this file draws only them: values against the naive loops and
@@ -19,17 +19,10 @@ from hypothesis import strategies as st
 from strategies import XP_SETTINGS, distinct_values, seeds
 from tinyinterp import conv_engine, gradcheck
 from tinyinterp.backend import to_numpy
-from tinyinterp.im2col import PaddedGrid, grid_columns, im2col
-from tinyinterp.layers import (
-    Conv2d,
-    MaxPool2d,
-    conv2d_backward,
-    conv2d_forward,
-    conv2d_naive,
-    maxpool2d_backward,
-    maxpool2d_forward,
-    maxpool2d_naive,
-)
+from tinyinterp.im2col import im2col
+from tinyinterp.padded_grid import PaddedGrid, grid_columns
+from tinyinterp.layers import Conv2d, conv2d_backward, conv2d_forward, conv2d_naive
+from tinyinterp.pooling import MaxPool2d, maxpool2d_backward, maxpool2d_forward, maxpool2d_naive
 
 
 @st.composite

@@ -12,7 +12,8 @@ import pytest
 from tinyinterp.backend import to_device, to_numpy
 from tinyinterp.losses import LogisticLoss, SoftmaxCrossEntropy
 from tinyinterp.optim import SGD
-from tinyinterp.train import interpretable_layers, recipe_mask_options
+from tinyinterp.recipes import recipe_mask_options
+from tinyinterp.train import interpretable_layers
 from tinyinterp.vgg import small_vgg
 
 STEPS = 8

@@ -18,18 +18,8 @@ from strategies import (
 from tinyinterp import gradcheck
 from tinyinterp.backend import to_numpy
 from tinyinterp.im2col import pair
-from tinyinterp.layers import (
-    Conv2d,
-    Dropout,
-    Flatten,
-    Linear,
-    MaxPool2d,
-    ReLU,
-    conv2d_forward,
-    conv2d_naive,
-    maxpool2d_forward,
-    maxpool2d_naive,
-)
+from tinyinterp.layers import Conv2d, Dropout, Flatten, Linear, ReLU, conv2d_forward, conv2d_naive
+from tinyinterp.pooling import MaxPool2d, maxpool2d_forward, maxpool2d_naive
 
 TOL = gradcheck.TOLERANCE
 

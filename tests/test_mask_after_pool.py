@@ -3,10 +3,11 @@ as the ordinary net, categories found by the pictures, and a short training run.
 import numpy as np
 
 from tinyinterp.interpretable import InterpretableMask
-from tinyinterp.layers import MaxPool2d, ReLU
+from tinyinterp.layers import ReLU
+from tinyinterp.pooling import MaxPool2d
 from tinyinterp.runs import init_weights_from, load_run
 from tinyinterp.train import train_one
-from tinyinterp.visualize import _categories
+from tinyinterp.visualize import mask_categories
 from tinyinterp.vgg import small_vgg
 
 from test_train import tiny_config
@@ -32,9 +33,9 @@ def test_layout_puts_the_second_mask_after_the_pool_on_half_the_side():
     assert masked == shapes
     # the pictures find the mask after the pool (with several categories to show)
     species = small_vgg(5, 64, interpretable=True, mask_after_pool=True)
-    cats = _categories(species, species.interpretable_indices[1])
+    cats = mask_categories(species, species.interpretable_indices[1])
     assert cats is not None and cats.shape == (128,)
-    assert _categories(small_vgg(5, 64), ordinary.interpretable_indices[1]) is None
+    assert mask_categories(small_vgg(5, 64), ordinary.interpretable_indices[1]) is None
 
 
 def test_training_with_the_mask_after_the_pool_starts_from_an_ordinary_net(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for tinyinterp.metrics: constructed cases with answers known by hand, a
+"""Tests for tinyinterp.metrics and tinyinterp.evaluate: constructed cases with answers known by hand, a
 brute-force receptive-field check, and small end-to-end runs (no real training)."""
 import json
 import math
@@ -6,14 +6,16 @@ import math
 import numpy as np
 import pytest
 
-from tinyinterp.data.cub import PART_NAMES, CubDataset
-from tinyinterp.layers import Conv2d, MaxPool2d, ReLU
+from tinyinterp.data.cub import PART_NAMES
+from tinyinterp.data.dataset import CubDataset
+from tinyinterp.evaluate import evaluate_model, evaluate_runs, format_table
+from tinyinterp.layers import Conv2d, ReLU
 from tinyinterp.metrics import (
-    LANDMARK_GROUPS, border_share, centre_share, collect_maps, cub_landmark_groups, evaluate_model,
-    evaluate_runs, format_table, location_instability, part_offsets, reference_values,
-    shuffled_control, top_k_border_share, tracking_counts, uniform_border_share,
-    uniform_centre_share, unit_centres)
+    LANDMARK_GROUPS, border_share, centre_share, collect_maps, cub_landmark_groups,
+    location_instability, part_offsets, reference_values, shuffled_control, top_k_border_share,
+    tracking_counts, uniform_border_share, uniform_centre_share, unit_centres)
 from tinyinterp.model import Sequential
+from tinyinterp.pooling import MaxPool2d
 from tinyinterp.vgg import receptive_field, small_vgg
 
 
@@ -375,7 +377,8 @@ def test_evaluate_model_returns_finite_numbers():
 
 
 def test_evaluate_runs_writes_both_files(tmp_path):
-    from tinyinterp.train import TOY_BIRDS, TrainConfig, train_one
+    from tinyinterp.runs import TOY_BIRDS, TrainConfig
+    from tinyinterp.train import train_one
 
     cfg = TrainConfig(data=str(TOY_BIRDS), size=32, epochs=1, widths=[8], top_channels=8,
                       batch_size=32, images_per_class=6)
@@ -456,7 +459,8 @@ def test_authors_protocol_scores_forehead_back_tail_on_a_fixed_sample():
 
 
 def test_evaluate_runs_writes_the_authors_protocol_beside_ours(tmp_path):
-    from tinyinterp.train import TOY_BIRDS, TrainConfig, train_one
+    from tinyinterp.runs import TOY_BIRDS, TrainConfig
+    from tinyinterp.train import train_one
 
     cfg = TrainConfig(data=str(TOY_BIRDS), size=32, epochs=1, widths=[8], top_channels=8,
                       batch_size=32, images_per_class=6, task="bird")

@@ -6,7 +6,8 @@ import pytest
 
 from tinyinterp.backend import to_numpy
 from tinyinterp.checkpoint import META_KEY, load_checkpoint, save_checkpoint
-from tinyinterp.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from tinyinterp.layers import Conv2d, Dropout, Flatten, Linear, ReLU
+from tinyinterp.pooling import MaxPool2d
 from tinyinterp.model import Sequential
 
 
@@ -163,6 +164,21 @@ def test_call_is_forward(xp):
     model = on(xp, Sequential(*make_layers()).eval())
     x, _ = inputs(xp)
     np.testing.assert_array_equal(to_numpy(model(x)), to_numpy(model.forward(x)))
+
+
+def test_forward_keep_keeps_the_layers_asked_for(xp):
+    model = on(xp, Sequential(*make_layers()).eval())
+    x, _ = inputs(xp)
+    out, kept = model.forward_keep(x, [1, 4])
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(model.forward(x)))
+    by_hand = x
+    for i, layer in enumerate(model.layers):
+        by_hand = layer.forward(by_hand)
+        if i in (1, 4):
+            np.testing.assert_array_equal(to_numpy(kept[i]), to_numpy(by_hand))
+    assert sorted(kept) == [1, 4]
+    early, kept = model.forward_keep(x, [1], to_end=False)  # stops after layer 1
+    np.testing.assert_array_equal(to_numpy(early), to_numpy(kept[1]))
 
 
 def test_params_and_grads_share_keys(xp):

@@ -9,18 +9,10 @@ from hypothesis import strategies as st
 from strategies import XP_SETTINGS, conv_cases
 from tinyinterp import gradcheck
 from tinyinterp.backend import to_numpy
-from tinyinterp.layers import (
-    PADDING_MODES,
-    Conv2d,
-    conv2d_forward,
-    conv2d_naive,
-    pad2d,
-    pad2d_backward,
-    pad_source,
-)
-from tinyinterp.runs import TrainConfig, build_model, init_weights_from, load_run
-from tinyinterp.train import save_training_state
+from tinyinterp.layers import Conv2d, conv2d_forward, conv2d_naive
+from tinyinterp.padding import PADDING_MODES, pad2d, pad2d_backward, pad_source
 from tinyinterp.optim import SGD
+from tinyinterp.runs import TrainConfig, build_model, init_weights_from, load_run, save_training_state
 
 FILLED = ("replicate", "reflect")
 NUMPY_MODE = {"replicate": "edge", "reflect": "reflect"}

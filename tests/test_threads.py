@@ -1,4 +1,4 @@
-"""tinyinterp's threads for element-wise work (backend.in_parallel).
+"""tinyinterp's threads for element-wise work (threads.in_parallel).
 
 On the CPU, max-pooling, the convs' padded grids and the bias gradients split their
 channels over threads. Every element is computed by the same operations whatever the
@@ -19,27 +19,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import XP_SETTINGS, seeds
 
-from tinyinterp import backend, blas, conv_engine
-from tinyinterp.im2col import PaddedGrid, chunk_columns
-from tinyinterp.layers import (
-    conv2d_backward,
-    conv2d_forward,
-    maxpool2d_backward,
-    maxpool2d_forward,
-)
+from tinyinterp import blas, conv_engine
+from tinyinterp import threads as ti_threads
+from tinyinterp.padded_grid import PaddedGrid, chunk_columns
+from tinyinterp.layers import conv2d_backward, conv2d_forward
+from tinyinterp.pooling import maxpool2d_backward, maxpool2d_forward
 
 
 @pytest.fixture
 def threads(monkeypatch):
     """set(n): n threads, and no size floor; restored after the test."""
-    before = backend.get_num_threads()
-    monkeypatch.setattr(backend, "PARALLEL_MIN_SIZE", 0)
+    before = ti_threads.get_num_threads()
+    monkeypatch.setattr(ti_threads, "PARALLEL_MIN_SIZE", 0)
 
     def set_threads(n):
-        backend.set_num_threads(n)
+        ti_threads.set_num_threads(n)
 
     yield set_threads
-    backend.set_num_threads(before)
+    ti_threads.set_num_threads(before)
 
 
 def slices_seen(n, xp=np, size=None, together=1):
@@ -54,7 +51,7 @@ def slices_seen(n, xp=np, size=None, together=1):
         if together > 1:
             barrier.wait()
 
-    backend.in_parallel(fn, n, xp, size)
+    ti_threads.in_parallel(fn, n, xp, size)
     return seen
 
 
@@ -72,8 +69,8 @@ def test_in_parallel_covers_the_range_once(threads, n_threads, n):
 
 
 def test_in_parallel_one_call_for_small_work_and_off_the_cpu(monkeypatch):
-    backend.set_num_threads(4)
-    monkeypatch.setattr(backend, "PARALLEL_MIN_SIZE", 100)
+    ti_threads.set_num_threads(4)
+    monkeypatch.setattr(ti_threads, "PARALLEL_MIN_SIZE", 100)
     assert [s[:2] for s in slices_seen(8, size=99)] == [(0, 8)]
     assert len(slices_seen(8, size=100)) == 4
 
@@ -93,7 +90,7 @@ def test_in_parallel_passes_errors_on(threads):
         done.append(lo)
 
     with pytest.raises(ValueError, match="slice"):
-        backend.in_parallel(fails_elsewhere, 6, np)
+        ti_threads.in_parallel(fails_elsewhere, 6, np)
     assert done == [0]
 
     def fails_here(lo, hi):
@@ -102,21 +99,21 @@ def test_in_parallel_passes_errors_on(threads):
         done.append(lo)
 
     with pytest.raises(KeyError):
-        backend.in_parallel(fails_here, 6, np)
+        ti_threads.in_parallel(fails_here, 6, np)
     assert sorted(done) == [0, 2, 4]  # the other slices ran to the end before the raise
 
 
 def test_set_num_threads_and_its_default(monkeypatch):
     with pytest.raises(ValueError, match="at least 1"):
-        backend.set_num_threads(0)
+        ti_threads.set_num_threads(0)
     monkeypatch.setenv("TINYINTERP_NUM_THREADS", "3")
-    assert backend._default_num_threads() == 3
+    assert ti_threads._default_num_threads() == 3
     for bad in ("0", "two", "-1", "1.5"):
         monkeypatch.setenv("TINYINTERP_NUM_THREADS", bad)
         with pytest.raises(ValueError, match="TINYINTERP_NUM_THREADS"):
-            backend._default_num_threads()
+            ti_threads._default_num_threads()
     monkeypatch.delenv("TINYINTERP_NUM_THREADS")
-    assert backend._default_num_threads() >= 1
+    assert ti_threads._default_num_threads() >= 1
 
 
 def test_more_threads_later_get_a_bigger_pool(threads):

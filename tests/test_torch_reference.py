@@ -22,7 +22,8 @@ from strategies import (
     softmax_cases,
 )
 from tinyinterp.backend import to_numpy
-from tinyinterp.layers import Conv2d, Linear, MaxPool2d
+from tinyinterp.layers import Conv2d, Linear
+from tinyinterp.pooling import MaxPool2d
 from tinyinterp.losses import LogisticLoss, SoftmaxCrossEntropy
 
 torch = pytest.importorskip("torch")

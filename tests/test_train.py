@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 import tinyinterp as ti
-from tinyinterp.train import TOY_BIRDS, TrainConfig, TrainingDiverged, load_run, train_one
+from tinyinterp import train_cli
+from tinyinterp.runs import TOY_BIRDS, TrainConfig, load_run
+from tinyinterp.train import TrainingDiverged, train_one
 
 
 def tiny_config(**kw):
@@ -55,7 +57,7 @@ def test_run_folder_holds_checkpoint_and_metrics(tmp_path):
 
 def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = tiny_config(epochs=2)
-    ds = ti.train.load_data(cfg)
+    ds = ti.runs.load_data(cfg)
     steps_per_epoch = -(-len(ds[1]) // cfg.batch_size)
     calls = {"n": 0}
     real_forward = ti.Sequential.forward
@@ -113,9 +115,9 @@ def test_init_from_copies_every_parameter_of_an_ordinary_net(tmp_path):
     train_one(tiny_config(epochs=1), tmp_path / "pre", log=lambda *_: None)
     source, _, _ = load_run(tmp_path / "pre")
     cfg = tiny_config(interpretable=True, init_from=str(tmp_path / "pre" / "checkpoint.npz"))
-    model = ti.train.build_model(cfg, source.num_classes)
+    model = ti.runs.build_model(cfg, source.num_classes)
     fresh = [{k: v.copy() for k, v in layer.params.items()} for layer in model.layers if layer.params]
-    ti.train.init_weights_from(model, cfg.init_from)
+    ti.runs.init_weights_from(model, cfg.init_from)
     src = [layer.params for layer in source.layers if layer.params]
     dst = [layer.params for layer in model.layers if layer.params]
     assert len(src) == len(dst) == len(fresh) > 0
@@ -159,7 +161,7 @@ def test_cli_finetune_protocol_writes_all_three_nets(tmp_path, capsys):
         assert (tmp_path / net / "checkpoint.npz").exists(), net
     _, cfg, _ = load_run(tmp_path / "interpretable")
     assert cfg.init_from == str(tmp_path / "pretrained" / "checkpoint.npz")
-    assert cfg.warmup_epochs == 0 and cfg.lr == ti.train.RECIPES["species"]["finetune_lr"] and cfg.epochs == 1
+    assert cfg.warmup_epochs == 0 and cfg.lr == ti.recipes.RECIPES["species"]["finetune_lr"] and cfg.epochs == 1
     assert load_run(tmp_path / "pretrained")[1].epochs == 2
     assert cfg.mask_options["mode"] == "centroid" and cfg.mask_options["lam"] == 3
     assert cfg.mask_options["gradient"] == "authors"
@@ -210,7 +212,7 @@ def test_cli_report_reuses_the_data_training_loaded(tmp_path, monkeypatch, capsy
         calls.append(cfg.task)
         return real(cfg)
 
-    for module in (ti.train, ti.runs):  # training loads through train, the report through runs
+    for module in (train_cli, ti.runs):  # training loads through train_cli, the report through runs
         monkeypatch.setattr(module, "load_data", counting_load_data)
     rc = main(["train", "--size", "32", "--epochs", "1", "--finetune-epochs", "1", "--task", "bird",
                "--images-per-class", "4", "--batch-size", "8", "--out", str(tmp_path),

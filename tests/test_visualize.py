@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tinyinterp import curves as cv
+from tinyinterp import drawing as dr
 from tinyinterp import visualize as vz
-from tinyinterp.train import TOY_BIRDS, TrainConfig, train_one
+from tinyinterp.runs import TOY_BIRDS, TrainConfig
+from tinyinterp.train import train_one
 from tinyinterp.vgg import receptive_field, small_vgg
 
 
@@ -20,30 +23,30 @@ def luminance(rgb):
 # ---- colour map and overlay
 
 def test_colormap_endpoints_and_monotone_brightness():
-    cm = vz.colormap(np.linspace(0, 1, 256))
+    cm = dr.colormap(np.linspace(0, 1, 256))
     assert cm.shape == (256, 3) and cm.dtype == np.uint8
-    np.testing.assert_array_equal(cm[0], vz._ANCHORS[0])
-    np.testing.assert_array_equal(cm[-1], vz._ANCHORS[-1])
+    np.testing.assert_array_equal(cm[0], dr._ANCHORS[0])
+    np.testing.assert_array_equal(cm[-1], dr._ANCHORS[-1])
     lum = luminance(cm.astype(np.float64))
     assert np.all(np.diff(lum) >= -0.6), "brightness must not fall (up to uint8 rounding)"
     assert lum[-1] - lum[0] > 200
     # out of range is clipped, NaN reads as 0
-    np.testing.assert_array_equal(vz.colormap([-3.0, 7.0, np.nan]),
-                                  vz.colormap([0.0, 1.0, 0.0]))
+    np.testing.assert_array_equal(dr.colormap([-3.0, 7.0, np.nan]),
+                                  dr.colormap([0.0, 1.0, 0.0]))
 
 
 def test_heatmap_overlay_keeps_size_and_dtype():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
     fmap = rng.random((5, 5)).astype(np.float32)
-    out = vz.heatmap_overlay(image, fmap)
+    out = dr.heatmap_overlay(image, fmap)
     assert out.shape == image.shape and out.dtype == np.uint8
-    assert vz.heatmap_overlay(image, fmap, size=40).shape == (40, 40, 3)
-    np.testing.assert_array_equal(vz.heatmap_overlay(image, fmap, alpha=0.0), image)
-    full = vz.heatmap_overlay(image, np.ones((5, 5)), alpha=1.0)
-    assert np.all(full == vz._ANCHORS[-1].astype(np.uint8))
-    dark = vz.heatmap_overlay(image, np.zeros((5, 5)), alpha=1.0)  # no division by zero
-    assert np.all(dark == vz._ANCHORS[0].astype(np.uint8))
+    assert dr.heatmap_overlay(image, fmap, size=40).shape == (40, 40, 3)
+    np.testing.assert_array_equal(dr.heatmap_overlay(image, fmap, alpha=0.0), image)
+    full = dr.heatmap_overlay(image, np.ones((5, 5)), alpha=1.0)
+    assert np.all(full == dr._ANCHORS[-1].astype(np.uint8))
+    dark = dr.heatmap_overlay(image, np.zeros((5, 5)), alpha=1.0)  # no division by zero
+    assert np.all(dark == dr._ANCHORS[0].astype(np.uint8))
 
 
 def test_heatmap_peak_sits_at_the_units_receptive_field_centre():
@@ -54,7 +57,7 @@ def test_heatmap_peak_sits_at_the_units_receptive_field_centre():
     assert start == jump / 2 and n * jump == 32  # what heatmap_overlay's resize assumes
     fmap = np.zeros((n, n), np.float32)
     fmap[5, 11] = 1.0
-    lum = luminance(vz.heatmap_overlay(np.zeros((32, 32, 3), np.uint8), fmap, alpha=1.0)
+    lum = luminance(dr.heatmap_overlay(np.zeros((32, 32, 3), np.uint8), fmap, alpha=1.0)
                     .astype(np.float64))
     r, c = np.unravel_index(np.argmax(lum), lum.shape)
     assert abs(c + 0.5 - (start + 11 * jump)) <= 0.5 and abs(r + 0.5 - (start + 5 * jump)) <= 0.5
@@ -107,9 +110,9 @@ def test_head_falls_back_to_crown():
 
 def test_grid_size():
     tiles = [np.zeros((10, 12, 3), np.uint8)] * 5
-    assert vz.grid(tiles, cols=2, pad=3).size == (3 + 2 * (12 + 3), 3 + 3 * (10 + 3))
-    im = vz.grid(tiles, cols=2, pad=3, labels=list("abcde"), title="t\nu")
-    assert im.size == (3 + 2 * 15, 2 * vz.TITLE_H + 3 + 3 * (10 + vz.LABEL_H + 3))
+    assert dr.grid(tiles, cols=2, pad=3).size == (3 + 2 * (12 + 3), 3 + 3 * (10 + 3))
+    im = dr.grid(tiles, cols=2, pad=3, labels=list("abcde"), title="t\nu")
+    assert im.size == (3 + 2 * 15, 2 * dr.TITLE_H + 3 + 3 * (10 + dr.LABEL_H + 3))
 
 
 @pytest.mark.parametrize("n", [3, 8])
@@ -117,13 +120,13 @@ def test_templates_figure_size_and_tiles(n):
     pad, tile = 4, n * math.ceil(48 / n)
     im = vz.templates_figure(n)
     rows = math.ceil((n * n + 1) / n)
-    height = 3 * vz.TITLE_H + pad + rows * (tile + vz.LABEL_H + pad)  # 3 title lines
+    height = 3 * dr.TITLE_H + pad + rows * (tile + dr.LABEL_H + pad)  # 3 title lines
     assert im.size == (pad + n * (tile + pad), height)
     a = np.asarray(im)
 
     def tile_at(k):
         r, c = divmod(k, n)
-        y, x = 3 * vz.TITLE_H + pad + r * (tile + vz.LABEL_H + pad), pad + c * (tile + pad)
+        y, x = 3 * dr.TITLE_H + pad + r * (tile + dr.LABEL_H + pad), pad + c * (tile + pad)
         return a[y:y + tile, x:x + tile, 0]
 
     assert np.all(tile_at(n * n) == 0), "T- is -tau everywhere: black"
@@ -133,7 +136,7 @@ def test_templates_figure_size_and_tiles(n):
 
 def test_nice_ticks_cover_the_range():
     for lo, hi in [(0.13, 0.87), (-0.074, -0.070), (1.55, 1.72), (3.0, 3.0), (0, 250)]:
-        ticks, step = vz.nice_ticks(lo, hi)
+        ticks, step = dr.nice_ticks(lo, hi)
         assert ticks[0] <= lo and ticks[-1] >= hi and 2 <= len(ticks) <= 12
         assert np.allclose(np.diff(ticks), step)
 
@@ -180,7 +183,7 @@ def test_visualize_cli(run_root, tmp_path, capsys):
 
 
 def test_filter_figure_takes_given_filter_ids(run_root):
-    from tinyinterp.train import load_data, load_run
+    from tinyinterp.runs import load_data, load_run
 
     model, cfg, _ = load_run(run_root / "interpretable")
     _, _, test, mean, std = load_data(cfg)
@@ -215,19 +218,19 @@ def test_fine_tuned_run_curves_continue_the_pretrained_epochs(tmp_path):
                   tmp_path / kind, log=lambda *_: None)
     assert list(vz._net_dirs(tmp_path)) == ["ordinary", "interpretable"]
     assert list(vz._net_dirs(tmp_path, pretrained=True)) == ["ordinary", "interpretable", "pretrained"]
-    histories = {name: vz._history(d) for name, d in vz._net_dirs(tmp_path, pretrained=True).items()}
-    assert vz._epoch_offset(histories["interpretable"][1], histories) == 2
-    assert vz._epoch_offset(histories["pretrained"][1], histories) == 0
+    histories = {name: cv._history(d) for name, d in vz._net_dirs(tmp_path, pretrained=True).items()}
+    assert cv._epoch_offset(histories["interpretable"][1], histories) == 2
+    assert cv._epoch_offset(histories["pretrained"][1], histories) == 0
     with Image.open(vz.visualize_runs(tmp_path, images=2, filters=1)[-1]) as im:
         assert im.size[0] > 100
 
 
 def test_column_labels_wrap_instead_of_being_cut():
-    small = vz.font()
-    lines = vz._wrap("Red Capped Finch", vz.CELL, small, lines=2)
+    small = dr.font()
+    lines = dr._wrap("Red Capped Finch", vz.CELL, small, lines=2)
     assert " ".join(lines) == "Red Capped Finch" and len(lines) == 2
-    assert all(vz.text_width(line, small) <= vz.CELL for line in lines)
-    assert vz._wrap("Spotted Thrush", vz.CELL, small, lines=2) == ["Spotted Thrush"]
+    assert all(dr.text_width(line, small) <= vz.CELL for line in lines)
+    assert dr._wrap("Spotted Thrush", vz.CELL, small, lines=2) == ["Spotted Thrush"]
 
 
 def test_a_layer_has_the_same_name_in_both_nets():
@@ -252,15 +255,15 @@ def test_the_caption_explains_the_labels_drawn_with_an_example_drawn():
 
 
 def test_the_epoch_axis_starts_at_the_first_epoch_drawn():
-    assert vz.epoch_axis([([13, 14, 15, 16, 17, 18], [0, 0, 0, 0, 0, 0])]) == (13, 18, [13, 14, 15, 16, 17, 18])
-    first, last, ticks = vz.epoch_axis([(list(range(1, 13)), [0] * 12), (list(range(13, 19)), [0] * 6)])
+    assert dr.epoch_axis([([13, 14, 15, 16, 17, 18], [0, 0, 0, 0, 0, 0])]) == (13, 18, [13, 14, 15, 16, 17, 18])
+    first, last, ticks = dr.epoch_axis([(list(range(1, 13)), [0] * 12), (list(range(13, 19)), [0] * 6)])
     assert (first, last, ticks[0]) == (1, 18, 1) and len(ticks) <= 9
 
 
 @pytest.mark.parametrize("x,y", [(0.5, 0.5), (6, 90), (95.9, 48), (48, 1)])
 def test_a_cross_at_the_border_stays_whole_in_its_tile(x, y):
-    cx, cy, arm = vz.fit_cross(x, y, 7, vz.CELL)
+    cx, cy, arm = dr.fit_cross(x, y, 7, vz.CELL)
     assert arm >= 4 and abs(cx - x) <= 6 and abs(cy - y) <= 6
     for c in (cx, cy):
         assert c - arm >= 2 and c + arm <= vz.CELL - 2  # the 5 px stroke fits too
-    assert vz.fit_cross(30, 60, 7, vz.CELL) == (30, 60, 7)  # inside: unchanged
+    assert dr.fit_cross(30, 60, 7, vz.CELL) == (30, 60, 7)  # inside: unchanged

@@ -24,8 +24,8 @@ def build_parser():
     parser = Parser(prog="python -m tinyinterp", description=DESCRIPTION, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from .data.download import add_download_parser
-    from .metrics import add_evaluate_parser
-    from .train import add_train_parser
+    from .evaluate import add_evaluate_parser
+    from .train_cli import add_train_parser
     from .visualize import add_visualize_parser
     add_train_parser(sub)
     add_evaluate_parser(sub)

@@ -2,7 +2,7 @@
 idle threads spin.
 
 Why tinyinterp cares. NumPy's matrix products run on OpenBLAS's threads; tinyinterp's
-element-wise passes run on its own (``backend.in_parallel``), right after a product.
+element-wise passes run on its own (``threads.in_parallel``), right after a product.
 After each product, OpenBLAS's idle threads keep spinning, by default for 2**28 cycles
 (about 0.1 s), before they sleep: on a 2-core machine they hold the second core while
 tinyinterp's threads want it. The environment variable OPENBLAS_THREAD_TIMEOUT=20

@@ -1,4 +1,5 @@
-"""The command line's plumbing: one-line errors, checked argument types, help with defaults.
+"""The command line's plumbing: one-line errors, checked argument types, help with defaults,
+and the progress bar of training and download-cub.
 
 Every subcommand (``train``, ``evaluate``, ``visualize``, ``gradcheck``,
 ``download-cub``) is added by its own module's ``add_*_parser(sub)`` and runs through
@@ -141,3 +142,13 @@ def _fail(message, status):
     sys.stdout.flush()
     print(message, file=sys.stderr)
     return status
+
+
+def progress(i, n, width=24, extra=""):
+    """A one-line progress bar, redrawn in place (only on a terminal: in a log file the
+    redraws would pile up)."""
+    if not sys.stdout.isatty():
+        return
+    done = int(width * i / max(1, n))
+    sys.stdout.write(f"\r  [{'#' * done}{'.' * (width - done)}] {i}/{n} {extra}")
+    sys.stdout.flush()

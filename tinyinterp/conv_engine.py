@@ -6,13 +6,13 @@ other geometry through plain im2col and col2im in layers.py. Both ways give the 
 function; this one is faster. Lesson 12 (``lessons/12_fast_conv.py``) builds it by hand
 on a tiny batch, step by step.
 
-The padded grid (``im2col.PaddedGrid``): each channel becomes one flat row holding the
+The padded grid (``padded_grid.PaddedGrid``): each channel becomes one flat row holding the
 images of the batch one after another, PH zero rows after each image and a blank image
 at both ends. Seen from any position on that row, the pixel at kernel offset (i, j) is
 a constant flat distance away, (i - PH) * row + (j - PW), so each row of the im2col
 matrix is a contiguous, shifted slice of the grid, and the vertical zero padding comes
 for free (the horizontal one by zeroing the entries that wrap around the side of an
-image). ``im2col.grid_columns`` builds that matrix a cache-sized chunk at a time, and
+image). ``padded_grid.grid_columns`` builds that matrix a cache-sized chunk at a time, and
 ``_grid_conv`` multiplies each chunk by the weights while it is in the cache. The grid
 is about 1.1x the input (im2col is 9x), so the forward keeps it for the backward.
 
@@ -25,7 +25,7 @@ The backward needs no col2im: dx is the same kind of conv, of dout with the tran
 flipped weights, and the weight gradient comes from the im2col chunks of that same conv
 (``same_conv_backward``).
 
-Threads (``backend.in_parallel``): the copies onto the grid and the bias sums split
+Threads (``threads.in_parallel``): the copies onto the grid and the bias sums split
 their channels, and the chunk loop its chunks, each thread multiplying on one BLAS
 thread (``_over_chunks``); the weight gradient adds up the chunks' products in chunk
 order. The numbers do not depend on how many threads there are.
@@ -33,9 +33,10 @@ order. The numbers do not depend on how many threads there are.
 Outputs keep the channel axis first in memory: y is a (N, OC, H, W) view of an
 (OC, N, H, W) array, as the next conv reads its input channel by channel.
 """
-from .backend import get_array_module, in_parallel
+from .backend import get_array_module
 from .blas import blas_threads, can_set_threads
-from .im2col import PaddedGrid, chunk_columns, grid_columns
+from .padded_grid import PaddedGrid, chunk_columns, grid_columns
+from .threads import in_parallel
 
 
 def is_same_conv(KH, KW, SH, SW, PH, PW):
@@ -131,7 +132,7 @@ def _over_chunks(run, length, chunk, xp, size):
     """``run(lo, hi)`` over the grid positions [0, length), whole chunks at a time.
 
     On the CPU, with NumPy's OpenBLAS (``blas.can_set_threads``), the chunks are split
-    over tinyinterp's threads (``backend.in_parallel``), each thread a contiguous share,
+    over tinyinterp's threads (``threads.in_parallel``), each thread a contiguous share,
     and every product runs on one BLAS thread (``blas.blas_threads(1)``). So the copies,
     block sums and ReLU of the chunk loop use every core, not only the products: on the
     2-core Intel host the plain small VGG's training step at batch 32, 64 px takes 0.81x
@@ -140,7 +141,7 @@ def _over_chunks(run, length, chunk, xp, size):
     threads there are, so the numbers never depend on the thread counts (OpenBLAS on
     several threads may sum a product's terms in another order). So a conv uses as many
     cores as tinyinterp has threads (``set_num_threads``), whatever OPENBLAS_NUM_THREADS
-    says, and one for a conv too small to split (``backend.PARALLEL_MIN_SIZE``).
+    says, and one for a conv too small to split (``threads.PARALLEL_MIN_SIZE``).
     Elsewhere (a GPU; MKL or another BLAS whose threads we leave alone): one plain loop.
     """
     chunks = -(-length // chunk)
@@ -182,7 +183,7 @@ def same_conv_backward(dout, g, grid, weight, relu_mask, input_grad=True):
     With dy on the same grid (zeros in the gap rows and margins), forward was
         y[o, p] = sum_{c, i, j} w[o, c, i, j] grid[c, p + off_ij],
     the sum over only the (p, i, j) whose pixel p + off_ij lies on the image (the
-    wrapped entries of the im2col chunks are zeroed, im2col.py); so, substituting
+    wrapped entries of the im2col chunks are zeroed, padded_grid.py); so, substituting
     t = p + off_ij, and with the same restriction,
         dx[c, t]       = sum_{o, i, j} w[o, c, i, j] dy[o, t - off_ij]
         dw[o, c, i, j] = sum_t dy[o, t - off_ij] grid[c, t].

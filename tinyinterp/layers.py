@@ -18,17 +18,14 @@ Shapes are (N, C, H, W) for images and feature maps (notation in im2col.py).
 
 The convs with stride 1 and "same" padding (every conv of the small VGG) run on the fast
 padded-grid engine of conv_engine.py; ``conv2d_forward`` / ``conv2d_backward`` here choose
-it and hold the plain im2col path for every other geometry.
+it and hold the plain im2col path for every other geometry. Max-pooling is in pooling.py,
+the padding with a map's own pixels in padding.py.
 """
-from .backend import get_array_module, he_normal, host_rng, host_zeros, in_parallel, random_uniform_like, to_device
+from .backend import get_array_module, he_normal, host_rng, host_zeros, random_uniform_like, to_device
 from ._checks import check_array, check_channels
 from .conv_engine import is_same_conv, same_conv_backward, same_conv_forward
-from .im2col import col2im, conv_out_size, im2col, pair
-
-
-def _short(p):
-    """(3, 3) -> 3 for printing; (2, 3) stays."""
-    return p[0] if p[0] == p[1] else p
+from .im2col import col2im, conv_out_size, im2col, pair, short_pair
+from .padding import PADDING_MODES, check_padding_mode, pad2d, pad2d_backward
 
 
 class Layer:
@@ -162,68 +159,7 @@ def conv2d_backward(dout, cache, input_grad=True):
     return xp.ascontiguousarray(dx), xp.ascontiguousarray(dweight), dbias
 
 
-# ---- padding with the image's own pixels ----
-#
-# Zero padding puts a frame of zeros around every map, and a filter can tell where the
-# frame is: near the border its input looks unlike anywhere else, so the net can learn
-# where on the map a unit sits, not only what it sees (docs/paper.md#conv-padding). The
-# other two modes fill the frame from the image itself:
-#   replicate: the edge pixel repeated outward   a b c d -> a a b c d d   (pad 1)
-#   reflect:   mirrored about the edge pixel     a b c d -> b a b c d c   (pad 1)
-# A conv with either mode is the conv, with no padding, of the padded input x_pad; for the
-# engine's geometry (stride 1, "same") it runs as the fast zero-padded conv of x_pad and
-# drops its outer ring of outputs, the only ones that saw zeros.
-
-PADDING_MODES = ("zeros", "replicate", "reflect")
-
-
-def check_padding_mode(mode, size, pad):
-    """A clear error for an unknown mode, or for reflect padding as wide as the map
-    (reflect needs a pixel beyond the edge to mirror: pad < side)."""
-    if mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {mode!r}")
-    if mode == "reflect" and any(p >= n for p, n in zip(pad, size)):
-        raise ValueError(f"reflect padding {tuple(pad)} needs an input larger than the padding "
-                         f"in each direction, got {tuple(size)}")
-
-
-def pad_source(n, p, mode):
-    """For each of the n + 2p positions of a padded axis, the input position it copies."""
-    source = []
-    for k in range(-p, n + p):
-        if mode == "replicate":
-            source.append(min(max(k, 0), n - 1))
-        elif k < 0:  # reflect, before the first pixel
-            source.append(-k)
-        elif k > n - 1:  # reflect, after the last
-            source.append(2 * (n - 1) - k)
-        else:
-            source.append(k)
-    return source
-
-
-def pad2d(x, pad, mode):
-    """x (N, C, H, W) -> x_pad (N, C, H + 2PH, W + 2PW), the frame filled by ``mode``
-    ("replicate" or "reflect"): x_pad[..., r, c] = x[..., rows[r], cols[c]]."""
-    (PH, PW), (H, W) = pad, x.shape[2:]
-    return x[:, :, pad_source(H, PH, mode)][:, :, :, pad_source(W, PW, mode)]
-
-
-def pad2d_backward(dpad, pad, mode):
-    """Adjoint of :func:`pad2d`: each padded position's gradient is added to the pixel it
-    copied. (N, C, H + 2PH, W + 2PW) -> (N, C, H, W)."""
-    PH, PW = pad
-    H, W = dpad.shape[2] - 2 * PH, dpad.shape[3] - 2 * PW
-    d = dpad[:, :, PH:PH + H].copy()  # the image's own rows
-    for r, src in enumerate(pad_source(H, PH, mode)):
-        if not PH <= r < PH + H:  # a frame row: back onto the row it copied
-            d[:, :, src] += dpad[:, :, r]
-    dx = d[:, :, :, PW:PW + W].copy()  # then the same along the columns
-    for c, src in enumerate(pad_source(W, PW, mode)):
-        if not PW <= c < PW + W:
-            dx[:, :, :, src] += d[:, :, :, c]
-    return dx
-
+# ---- a conv padded with the image's own pixels (padding.py) ----
 
 def _padded_conv_forward(x, weight, bias, stride, pad, relu, mode):
     """The conv of x with its frame filled by ``mode``: the conv of pad2d(x)."""
@@ -315,137 +251,8 @@ class Conv2d(Layer):
 
     def __repr__(self):
         mode = "" if self.padding_mode == "zeros" else f", padding_mode={self.padding_mode!r}"
-        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={_short(self.kernel_size)}, "
-                f"stride={_short(self.stride)}, padding={_short(self.padding)}{mode})")
-
-
-# ---- max-pooling ----
-
-def maxpool2d_forward(x, kernel_size, stride=None, pad=0):
-    """y[n, c, i, j] = max over the window; padding never wins (it is -inf).
-
-    Returns y (N, C, OH, OW) and a cache of where each window's max was (ties go to the
-    first element in row-major window order).
-    """
-    KH, KW = pair(kernel_size)
-    SH, SW = pair(kernel_size if stride is None else stride)
-    PH, PW = pair(pad)
-    if (KH, KW, SH, SW, PH, PW) == (2, 2, 2, 2, 0, 0):
-        return _maxpool2x2_forward(x)
-    col = im2col(x, KH, KW, SH, SW, PH, PW, fill=-float("inf"))  # (KH, KW, N, C, OH, OW)
-    col = col.reshape(KH * KW, *col.shape[2:])
-    arg = col.argmax(axis=0)  # (N, C, OH, OW): all that backward needs
-    y = col.max(axis=0)
-    return y, ("im2col", x.shape, arg, (KH, KW), (SH, SW), (PH, PW))
-
-
-def maxpool2d_backward(dout, cache):
-    """Route each dout entry to the window element that was the max."""
-    if cache[0] == "2x2":
-        return _maxpool2x2_backward(dout, *cache[1:])
-    xp = get_array_module(dout)
-    _, x_shape, arg, (KH, KW), (SH, SW), (PH, PW) = cache
-    k = xp.arange(KH * KW).reshape(-1, 1, 1, 1, 1)
-    dcol = (k == arg[None]) * dout[None]  # (KH*KW, N, C, OH, OW), one winner per window
-    dcol = dcol.astype(dout.dtype, copy=False).reshape(KH, KW, *dout.shape)
-    return col2im(dcol, x_shape, SH, SW, PH, PW)
-
-
-# The 2x2, stride-2 pooling of the VGG, without im2col: strided views pick the window
-# elements, and the max is taken in two halving steps, first across each pair of columns,
-# then across each pair of rows. Two booleans per window say where the max was: "the left
-# column won" (for each of the window's two rows) and "the top row won". Comparing with >=
-# gives ties to the left and the top, i.e. to the first element in row-major order.
-# Everything is element-wise on views, so it runs in whatever memory layout x has (the
-# convs give channel-major maps) and allocates its results in that same layout, and the
-# channels can be split between threads (backend.in_parallel), each writing its own slice.
-
-def _maxpool2x2_forward(x):
-    xp = get_array_module(x)
-    N, C, H, W = x.shape
-    OH, OW = H // 2, W // 2
-    x = x[:, :, :2 * OH, :2 * OW]  # a trailing odd row or column is in no window
-    y = xp.empty_like(x, shape=(N, C, OH, OW))
-    left_won = xp.empty_like(x, shape=(N, C, 2 * OH, OW), dtype=bool)
-    top_won = xp.empty_like(x, shape=(N, C, OH, OW), dtype=bool)
-
-    def part(lo, hi):  # channels lo..hi-1 (in parallel threads on the CPU)
-        v = x[:, lo:hi]
-        left, right = v[..., 0::2], v[..., 1::2]
-        cols = xp.maximum(left, right)  # max of each row of each window
-        xp.greater_equal(left, right, out=left_won[:, lo:hi])
-        top, bottom = cols[:, :, 0::2], cols[:, :, 1::2]
-        xp.maximum(top, bottom, out=y[:, lo:hi])
-        xp.greater_equal(top, bottom, out=top_won[:, lo:hi])
-
-    in_parallel(part, C, xp, x.size)
-    return y, ("2x2", (N, C, H, W), left_won, top_won)
-
-
-def _maxpool2x2_backward(dout, x_shape, left_won, top_won):
-    """dout goes to the winning row of each window, then to the winning column of that row."""
-    xp = get_array_module(dout)
-    N, C, OH, OW = dout.shape
-    dx = xp.empty_like(dout, shape=x_shape)
-
-    def part(lo, hi):  # channels lo..hi-1 (in parallel threads on the CPU)
-        d, top, left = dout[:, lo:hi], top_won[:, lo:hi], left_won[:, lo:hi]
-        rows = xp.empty_like(d, shape=(N, hi - lo, 2 * OH, OW))  # d on the winning rows
-        xp.multiply(d, top, out=rows[:, :, 0::2])
-        xp.multiply(d, ~top, out=rows[:, :, 1::2])
-        out = dx[:, lo:hi]
-        if x_shape[2] % 2 or x_shape[3] % 2:  # the row or column no window covered
-            out[...] = 0
-        xp.multiply(rows, left, out=out[:, :, :2 * OH, 0:2 * OW:2])
-        xp.multiply(rows, ~left, out=out[:, :, :2 * OH, 1:2 * OW:2])
-
-    in_parallel(part, C, xp, dx.size)
-    return dx
-
-
-def maxpool2d_naive(x, kernel_size, stride=None, pad=0):
-    """Max-pooling by explicit loops (test oracle)."""
-    xp = get_array_module(x)
-    N, C, H, W = x.shape
-    KH, KW = pair(kernel_size)
-    SH, SW = pair(kernel_size if stride is None else stride)
-    PH, PW = pair(pad)
-    OH, OW = conv_out_size(H, KH, SH, PH), conv_out_size(W, KW, SW, PW)
-    xpad = xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), constant_values=-float("inf"))
-    y = xp.empty((N, C, OH, OW), dtype=x.dtype)
-    for i in range(OH):
-        for j in range(OW):
-            y[:, :, i, j] = xpad[:, :, i * SH:i * SH + KH, j * SW:j * SW + KW].max(axis=(2, 3))
-    return y
-
-
-class MaxPool2d(Layer):
-    """Max-pooling; stride defaults to the kernel size; padding at most half the kernel."""
-
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        self.kernel_size = pair(kernel_size)
-        self.stride = pair(kernel_size if stride is None else stride)
-        self.padding = pair(padding)
-        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
-            # a window made only of padding would have no input to take the max of
-            raise ValueError(f"{self!r}: padding must be at most half the kernel size")
-        self.cache = None
-
-    def forward(self, x):
-        check_array(repr(self), x, 4)
-        (KH, KW), (PH, PW) = self.kernel_size, self.padding
-        if KH > x.shape[2] + 2 * PH or KW > x.shape[3] + 2 * PW:
-            raise ValueError(f"{self!r}: kernel larger than the padded input {tuple(x.shape)}")
-        y, self.cache = maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)
-        return y
-
-    def backward(self, dout):
-        return maxpool2d_backward(dout, self.cache)
-
-    def __repr__(self):
-        return (f"MaxPool2d(kernel_size={_short(self.kernel_size)}, stride={_short(self.stride)}, "
-                f"padding={_short(self.padding)})")
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={short_pair(self.kernel_size)}, "
+                f"stride={short_pair(self.stride)}, padding={short_pair(self.padding)}{mode})")
 
 
 # ---- element-wise and shape layers ----

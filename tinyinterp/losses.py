@@ -93,11 +93,3 @@ class LogisticLoss:
         sig = xp.exp(-xp.logaddexp(0, margin))  # sigmoid(-margin), stable
         return -y * sig / y.dtype.type(y.shape[0])
 
-
-def predict(logits):
-    """Class predictions (N,) int64 from logits: the argmax of (N, K) logits, or, for a single
-    logistic output (N, 1) or (N,) (bird vs. not), 1 where the logit is above 0."""
-    xp = get_array_module(logits)
-    if logits.ndim == 1 or logits.shape[1] == 1:
-        return (logits.reshape(-1) > 0).astype(xp.int64)
-    return logits.argmax(axis=1)

@@ -51,6 +51,22 @@ class Sequential:
 
     __call__ = forward
 
+    def forward_keep(self, x, indices, to_end=True):
+        """Run the layers one by one and keep the outputs of the layers ``indices``:
+        returns (output, {index: that layer's output}). Nothing is fused, so the output of
+        a ReLU can be kept (post-ReLU, before whatever follows); the numbers are the same
+        as :meth:`forward`'s. ``to_end=False`` stops after the last kept layer (the output
+        is then that layer's). Evaluation and the pictures read the watched layers this
+        way without changing the model."""
+        indices = set(indices)
+        last = max(indices, default=-1) if not to_end else len(self.layers) - 1
+        kept = {}
+        for i, layer in enumerate(self.layers[:last + 1]):
+            x = layer.forward(x)
+            if i in indices:
+                kept[i] = x
+        return x, kept
+
     def backward(self, dout, input_grad=True):
         """dL/d(input) from dL/d(output), setting every layer's grads on the way.
 

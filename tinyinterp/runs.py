@@ -8,15 +8,17 @@ the :class:`TrainConfig` it was trained with; no pickle) and ``metrics.json``.
 
 A saved config says everything needed to rebuild the net and reload its data:
 ``load_run(folder)`` gives the net, ``load_data(cfg)`` its data with the training split's
-normalisation.
+normalisation. ``save_training_state`` / ``load_training_state`` write and read a whole
+training state (what ``--resume`` continues from).
 """
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .backend import to_device
-from .checkpoint import CheckpointError, load_checkpoint
-from .layers import PADDING_MODES
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .layers import Dropout
+from .padding import PADDING_MODES
 from .vgg import small_vgg
 
 TOY_BIRDS = Path(__file__).resolve().parents[1] / "data_samples" / "toy_birds"
@@ -45,7 +47,7 @@ class TrainConfig:
     dropout: float = 0.5
     widths: list = field(default_factory=lambda: [32, 64, 128])
     top_channels: int = 128
-    # every conv's padding: "zeros" (the paper's nets), "replicate" or "reflect" (layers.pad2d)
+    # every conv's padding: "zeros" (the paper's nets), "replicate" or "reflect" (padding.pad2d)
     padding_mode: str = "zeros"
     mask_after_pool: bool = False  # the new conv's mask after its pool (the authors' place)
     shift: int = 0  # training batches: each image moved by up to this many pixels (edge-filled)
@@ -118,21 +120,58 @@ def build_model(cfg, num_classes):
                      mask_after_pool=cfg.mask_after_pool)
 
 
+# ---- the checkpoint of a whole training state ----
+# checkpoint.npz holds the model's state under "model/", the optimiser's under "opt/", and
+# in its meta the config, the epochs done, the history and the dropout generators' states.
+
+def _dropout_layers(model):
+    return [layer for layer in model.layers if isinstance(layer, Dropout)]
+
+
+def saved_part(arrays, prefix):
+    """The arrays of a checkpoint saved under ``prefix`` ("model" or "opt"), with the
+    prefix taken off their keys."""
+    start = prefix + "/"
+    return {k[len(start):]: v for k, v in arrays.items() if k.startswith(start)}
+
+
+def save_training_state(path, model, opt, cfg, epoch, history):
+    """Write checkpoint.npz: weights, optimiser state, dropout RNG states, the config, the
+    epochs done and the history (atomic, no pickle)."""
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    arrays.update({f"opt/{k}": v for k, v in opt.state_dict().items()})
+    meta = {"config": asdict(cfg), "epoch": epoch, "history": history,
+            "dropout_rng": [d.rng.bit_generator.state for d in _dropout_layers(model)]}
+    save_checkpoint(path, arrays, meta)
+
+
+def load_training_state(path, model, opt):
+    """Restore what :func:`save_training_state` wrote into ``model`` and ``opt``; returns
+    the meta dict."""
+    arrays, meta = load_checkpoint(path)
+    model.load_state_dict(saved_part(arrays, "model"))
+    opt.load_state_dict(saved_part(arrays, "opt"))
+    for d, state in zip(_dropout_layers(model), meta["dropout_rng"]):
+        d.rng.bit_generator.state = state
+    return meta
+
+
 def load_run(run_dir, device="cpu"):
     """Rebuild a trained net from its run folder -> (model in eval mode, TrainConfig, meta)."""
     ckpt = Path(run_dir) / "checkpoint.npz"
     arrays, meta = load_checkpoint(ckpt)
     cfg = TrainConfig(**meta["config"])
     cfg.device = device
-    num_classes = int(arrays["model/" + _last_linear_key(arrays)].shape[-1])
+    state = saved_part(arrays, "model")
+    num_classes = int(state[_last_linear_key(state)].shape[-1])
     model = build_model(cfg, num_classes)
-    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+    model.load_state_dict(state)
     return model.to(device).eval(), cfg, meta
 
 
-def _last_linear_key(arrays):
+def _last_linear_key(state):
     """The key of the head's bias: the highest-numbered layer with a "b"."""
-    keys = [k[6:] for k in arrays if k.startswith("model/") and k.endswith(".b")]
+    keys = [k for k in state if k.endswith(".b")]
     return max(keys, key=lambda k: int(k.split(".")[0]))
 
 

@@ -14,10 +14,14 @@ one adds the two masks (each with the filter loss), nothing else. So a compariso
 the two measures only what the paper adds.
 """
 from .backend import host_rng
-from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from .layers import Conv2d, Dropout, Flatten, Linear, ReLU
 from .model import Sequential
+from .pooling import MaxPool2d
 
 HEAD_INIT_STD = 0.01
+# The names of the layers in ``model.interpretable_indices``, in order: the top conv and
+# the new conv above it. Evaluation's keys and the pictures' file names are these.
+LAYER_NAMES = ("top", "new")
 
 
 def input_step(widths):
@@ -42,7 +46,7 @@ def small_vgg(num_classes=10, input_size=64, widths=(32, 64, 128), top_channels=
         mask_options: keyword arguments for each :class:`InterpretableMask`.
         padding_mode: every conv's padding, "zeros" (the paper's nets), "replicate" or
             "reflect" (the map's frame filled from the map itself, so no filter can find
-            the border by its zeros; ``layers.pad2d``).
+            the border by its zeros; ``padding.pad2d``).
         mask_after_pool: put the new conv's mask after the 2x2 pool that follows it (the
             authors' code masks VGG-16's new conv there, on 7x7 maps) instead of right
             after its ReLU. The ordinary net is the same either way.

@@ -11,14 +11,14 @@ the run folder ``RUN`` (``RUN/ordinary``, ``RUN/interpretable``) and writes PNGs
                             receptive-field centre, a cross) with the head, back and tail
                             landmarks as coloured dots
     templates.png           the n^2 + 1 part templates of the n x n maps (paper Fig. 3)
-    curves.png              task loss, filter loss and train/test accuracy per epoch
+    curves.png              task loss, filter loss and train/test accuracy per epoch (curves.py)
 
 where <layer> is ``top`` (the top conv) and ``new`` (the new conv above it), the layers
 listed in ``model.interpretable_indices``. The maps drawn are the ReLU outputs before the
 mask (those the paper's evaluation reads), for the test images unless told otherwise.
 
-Pillow and NumPy only: every drawing function returns a PIL Image (``heatmap_overlay``
-and ``colormap`` work on uint8 arrays), and only :func:`visualize_runs` writes files.
+Every figure is a PIL Image drawn with ``drawing.py``'s helpers; only
+:func:`visualize_runs` writes files.
 
 Heat-map alignment: ``heatmap_overlay`` stretches an n x n map to S x S with Pillow's
 bilinear resize, which puts unit i's value at pixel coordinate (i + 1/2) * S / n. That
@@ -31,201 +31,21 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from .backend import device_of, to_device, to_numpy
+from .curves import curves_figure
+from .drawing import (BLACK, LABEL_H, WHITE, caption, draw_cross, draw_dot, font, grid,
+                      heatmap_overlay, hstack, text_width, tile_table, vstack)
 from .runs import data_key, load_data_once, load_run, net_dirs
+from .vgg import LAYER_NAMES, receptive_field
 
 # ----------------------------------------------------------------------------- style
 
-WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (0, 0, 0), (70, 70, 70), (225, 225, 225)
-NET_COLOURS = {"ordinary": (31, 119, 180), "interpretable": (230, 110, 10)}
-OTHER_COLOURS = [(44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 PART_COLOURS = {"head": (235, 30, 30), "back": (30, 200, 60), "tail": (40, 110, 255)}
-CROSS_COLOUR = (255, 235, 0)
-FONT_SIZE, TITLE_SIZE, CAPTION_SIZE = 12, 15, 13
-LABEL_H = 16  # height of the text band under each tile of grid()
-TITLE_H = 24  # height of the title band of grid() and panels
 CELL = 96  # side of a bird cell in pixels (toy birds are 64 px: drawn 1.5x)
 # the files visualize_runs writes (train --overwrite removes them with the run's nets)
 PICTURE_PATTERNS = ("filters_*.png", "positions_*.png", "templates.png", "curves.png")
-
-# An "inferno-like" ramp: 8 anchors sampled from matplotlib's inferno (black -> purple ->
-# orange -> pale yellow); its luminance rises monotonically, so brighter = stronger.
-_ANCHORS = np.array([
-    (0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99),
-    (212, 72, 66), (245, 125, 21), (250, 193, 39), (252, 255, 164)], dtype=np.float64)
-
-
-def font(size=FONT_SIZE):
-    """Pillow's default font at ``size`` px (a scalable one on Pillow >= 10.1)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # older Pillow: one fixed-size bitmap font
-        return ImageFont.load_default()
-
-
-def text_width(text, fnt):
-    left, _, right, _ = fnt.getbbox(text)
-    return right - left
-
-
-def colormap(values):
-    """Map values in [0, 1] (clipped; NaN -> 0) to uint8 RGB, shape values.shape + (3,),
-    by linear interpolation between the anchor colours."""
-    v = np.nan_to_num(np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0))
-    pos = v * (len(_ANCHORS) - 1)
-    lo = np.minimum(np.floor(pos).astype(int), len(_ANCHORS) - 2)
-    frac = (pos - lo)[..., None]
-    rgb = _ANCHORS[lo] * (1.0 - frac) + _ANCHORS[lo + 1] * frac
-    return np.round(rgb).astype(np.uint8)
-
-
-def _as_array(image):
-    return np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
-
-
-def heatmap_overlay(image, fmap, alpha=0.6, vmax=None, size=None):
-    """Blend a feature map over an image.
-
-    Args:
-        image: uint8 (S, S, 3) (or a PIL image). fmap: (n, n) non-negative map.
-        alpha: weight of the heat map (0: the image only, 1: the heat map only).
-        vmax: the value drawn at full brightness (default: the map's own max; a map that
-            is all zero stays dark). Pass a shared vmax to compare maps.
-        size: draw at ``size`` x ``size`` pixels instead of S (the image is resized
-            bicubically).
-    Returns:
-        uint8 (size or S, same, 3): (1 - alpha) * image + alpha * colormap(fmap / vmax),
-        the map upsampled by Pillow's bilinear resize.
-    """
-    img = _as_array(image)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"heatmap_overlay: image must be (S, S, 3), got {img.shape}")
-    fmap = np.asarray(to_numpy(fmap), dtype=np.float32)
-    if fmap.ndim != 2:
-        raise ValueError(f"heatmap_overlay: fmap must be (n, n), got {fmap.shape}")
-    h, w = img.shape[:2] if size is None else (size, size)
-    if (h, w) != img.shape[:2]:
-        img = np.asarray(Image.fromarray(img.astype(np.uint8)).resize((w, h), Image.BICUBIC))
-    peak = float(fmap.max()) if vmax is None else float(vmax)
-    norm = fmap / peak if peak > 0 else np.zeros_like(fmap)
-    up = np.asarray(Image.fromarray(norm.astype(np.float32)).resize((w, h), Image.BILINEAR))
-    out = (1.0 - alpha) * img.astype(np.float64) + alpha * colormap(up).astype(np.float64)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-def _to_image(tile):
-    return tile.convert("RGB") if isinstance(tile, Image.Image) else Image.fromarray(
-        np.asarray(tile, dtype=np.uint8))
-
-
-def _fit(text, width, fnt):
-    """``text``, shortened with '..' until it is at most ``width`` px wide."""
-    if text_width(text, fnt) <= width:
-        return text
-    while len(text) > 1 and text_width(text + "..", fnt) > width:
-        text = text[:-1]
-    return text + ".."
-
-
-def _wrap(text, width, fnt, lines=None):
-    """``text`` broken at spaces into lines at most ``width`` px wide (a word wider than
-    that is shortened with '..'); with ``lines``, at most that many (the last shortened)."""
-    out = []
-    for word in text.split():
-        if out and text_width(out[-1] + " " + word, fnt) <= width:
-            out[-1] += " " + word
-        else:
-            out.append(word)
-    if lines is not None and len(out) > lines:
-        out = out[:lines - 1] + [" ".join(out[lines - 1:])]
-    return [_fit(line, width, fnt) for line in out]
-
-
-def grid(images, cols, pad=4, labels=None, title=None, bg=WHITE):
-    """Tiles (PIL images or uint8 arrays, all the same size w x h) in rows of ``cols``.
-
-    Each tile gets a LABEL_H band below it for its label when ``labels`` is given, and
-    the picture a TITLE_H band on top per line of ``title`` (lines split at "\n"). Size:
-        width  = pad + cols * (w + pad)
-        height = lines * TITLE_H + pad + rows * (h + [LABEL_H] + pad),
-    with rows = ceil(len(images) / cols) and cols capped at len(images).
-    """
-    tiles = [_to_image(t) for t in images]
-    if not tiles:
-        raise ValueError("grid: no images")
-    w, h = tiles[0].size
-    if any(t.size != (w, h) for t in tiles):
-        raise ValueError("grid: all tiles must have the same size")
-    cols = max(1, min(cols, len(tiles)))
-    rows = math.ceil(len(tiles) / cols)
-    lab = LABEL_H if labels is not None else 0
-    lines = title.split("\n") if title else []
-    top = TITLE_H * len(lines)
-    out = Image.new("RGB", (pad + cols * (w + pad), top + pad + rows * (h + lab + pad)), bg)
-    draw = ImageDraw.Draw(out)
-    small = font()
-    for k, line in enumerate(lines):
-        draw.text((pad, TITLE_H * k + TITLE_H // 2), line, fill=BLACK if k == 0 else GREY,
-                  font=font(TITLE_SIZE if k == 0 else FONT_SIZE), anchor="lm")
-    for k, tile in enumerate(tiles):
-        r, c = divmod(k, cols)
-        x, y = pad + c * (w + pad), top + pad + r * (h + lab + pad)
-        out.paste(tile, (x, y))
-        if labels is not None:
-            text = _fit(str(labels[k]), w + pad, small)
-            draw.text((x + w / 2, y + h + lab / 2), text, fill=BLACK, font=small, anchor="mm")
-    return out
-
-
-def hstack(images, pad=16, bg=WHITE):
-    """Pictures side by side, top-aligned."""
-    width = sum(im.width for im in images) + pad * (len(images) - 1)
-    out = Image.new("RGB", (width, max(im.height for im in images)), bg)
-    x = 0
-    for im in images:
-        out.paste(im, (x, 0))
-        x += im.width + pad
-    return out
-
-
-def vstack(images, pad=8, bg=WHITE):
-    """Pictures one above the other, left-aligned."""
-    height = sum(im.height for im in images) + pad * (len(images) - 1)
-    out = Image.new("RGB", (max(im.width for im in images), height), bg)
-    y = 0
-    for im in images:
-        out.paste(im, (0, y))
-        y += im.height + pad
-    return out
-
-
-def _panel(rows, title, row_labels, col_labels, pad=3):
-    """A table of equal-sized tiles: a title, column labels on top and (multi-line)
-    row labels on the left."""
-    small = font()
-    rows = [[_to_image(t) for t in row] for row in rows]
-    w, h = rows[0][0].size
-    ncols = max(len(r) for r in rows)
-    label_w = max(max((text_width(line, small) for line in str(t).split("\n")), default=0)
-                  for t in row_labels) + 10
-    top = TITLE_H + 2 * LABEL_H  # column labels on up to two lines
-    out = Image.new("RGB", (label_w + ncols * (w + pad) + pad, top + len(rows) * (h + pad) + pad),
-                    WHITE)
-    draw = ImageDraw.Draw(out)
-    draw.text((4, TITLE_H // 2), title, fill=BLACK, font=font(TITLE_SIZE), anchor="lm")
-    for c, text in enumerate(col_labels[:ncols]):
-        x = label_w + c * (w + pad) + w / 2
-        draw.multiline_text((x, top - 2), "\n".join(_wrap(str(text), w, small, lines=2)), fill=GREY,
-                            font=small, anchor="md", align="center", spacing=1)
-    for r, (row, text) in enumerate(zip(rows, row_labels)):
-        y = top + r * (h + pad)
-        draw.multiline_text((label_w - 6, y + h / 2), str(text), fill=BLACK, font=small,
-                            anchor="rm", align="right", spacing=2)
-        for c, tile in enumerate(row):
-            out.paste(tile, (label_w + c * (w + pad), y))
-    return out
 
 
 # ------------------------------------------------------------------------ feature maps
@@ -241,10 +61,7 @@ def layer_maps(model, x, index):
     was_training = model.training
     model.eval()
     try:
-        for i, layer in enumerate(model.layers):
-            x = layer.forward(x)
-            if i == index:
-                return to_numpy(x)
+        return to_numpy(model.forward_keep(x, [index], to_end=False)[1][index])
     finally:
         model.train(was_training)
 
@@ -259,10 +76,9 @@ def pick_images(ds, images):
 
 
 def _layer_index(model, index_name):
-    names = ["top", "new"]
-    if index_name not in names[:len(model.interpretable_indices)]:
-        raise ValueError(f"index_name must be one of {names[:len(model.interpretable_indices)]}, "
-                         f"got {index_name!r}")
+    names = LAYER_NAMES[:len(model.interpretable_indices)]
+    if index_name not in names:
+        raise ValueError(f"index_name must be one of {list(names)}, got {index_name!r}")
     return model.interpretable_indices[names.index(index_name)]
 
 
@@ -290,7 +106,7 @@ def _choose_filters(filters, name, maps):
     return [int(f) for f in filters]
 
 
-def _categories(model, index):
+def mask_categories(model, index):
     """Each filter's category, read from the InterpretableMask after ``index`` (right after
     it, or after a pool between them); None without one, or when there is one category
     only (bird vs. not: every filter's)."""
@@ -346,8 +162,6 @@ def _row_label(f, maps_f, cats, notes=None):
 
 
 def _map_side(model, index, size):
-    from .vgg import receptive_field
-
     _, jump, _ = receptive_field(model, index)
     return int(round(size / jump))
 
@@ -379,7 +193,7 @@ def filter_figure(models, ds, mean, std, index_name="new", filters=None, images=
         index = _layer_index(model, index_name)
         maps = image_maps(model, ds, idx, mean, std, index)
         chosen = _choose_filters(filters, name, maps)
-        cats = _categories(model, index)
+        cats = mask_categories(model, index)
         net_notes = (notes or {}).get(name) or {}
         rows, labels = [], []
         for f in chosen:
@@ -393,24 +207,12 @@ def filter_figure(models, ds, mean, std, index_name="new", filters=None, images=
                 notes_shown.append(net_notes[f])
         n = maps.shape[-1]
         title = f"{name}: {_conv_title(model, index, index_name)}, {n}x{n} maps"
-        panels.append(_panel(rows, title, labels, col_labels))
+        panels.append(tile_table(rows, title, labels, col_labels))
     figure = hstack(panels, pad=24)
     lines = ["heat map: the filter's feature map (ReLU output, before any mask) over the bird, "
              "scaled per row to its largest value (max); bright = strong"]
     lines += _label_notes(ds, cats_shown, notes_shown)
-    return vstack([figure, _caption(lines, figure.width)], pad=2)
-
-
-def _caption(lines, width):
-    """Lines of explanation under a figure, each wrapped to its width."""
-    fnt = font(CAPTION_SIZE)
-    wrapped = [part for line in lines for part in _wrap(line, width - 8, fnt)]
-    step = CAPTION_SIZE + 5
-    im = Image.new("RGB", (width, step * len(wrapped) + 6), WHITE)
-    draw = ImageDraw.Draw(im)
-    for k, line in enumerate(wrapped):
-        draw.text((4, 3 + step * k + step / 2), line, fill=BLACK, font=fnt, anchor="lm")
-    return im
+    return vstack([figure, caption(lines, figure.width)], pad=2)
 
 
 # -------------------------------------------------------------------- positions figure
@@ -440,29 +242,6 @@ def inference_position(fmap, start, jump):
     return start + c * jump, start + r * jump
 
 
-def _dot(draw, xy, colour, radius=4):
-    x, y = xy
-    draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour, outline=BLACK)
-
-
-def fit_cross(x, y, arm, side):
-    """(x, y, arm) of an X that stays whole inside a ``side`` x ``side`` tile (its 5 px
-    stroke included): the arm shortened near the edge (to 4 px at least), the centre moved
-    inward only when it is under 6 px from the edge."""
-    x, y = min(max(x, 6), side - 6), min(max(y, 6), side - 6)
-    return x, y, max(4, min(arm, x - 2, side - 2 - x, y - 2, side - 2 - y))
-
-
-def _cross(draw, xy, colour=CROSS_COLOUR, arm=7, side=None):
-    """An X at ``xy``; with ``side``, inside a tile of that side (:func:`fit_cross`)."""
-    x, y = xy
-    if side is not None:
-        x, y, arm = fit_cross(x, y, arm, side)
-    for width, fill in ((5, BLACK), (3, colour)):
-        draw.line((x - arm, y - arm, x + arm, y + arm), fill=fill, width=width)
-        draw.line((x - arm, y + arm, x + arm, y - arm), fill=fill, width=width)
-
-
 def _positions_legend(width, notes=()):
     """The landmarks' and the cross's key, and ``notes`` (more lines of explanation)."""
     im = Image.new("RGB", (width, LABEL_H + 6), WHITE)
@@ -470,15 +249,15 @@ def _positions_legend(width, notes=()):
     small = font()
     x, y = 10, LABEL_H // 2 + 3
     for name, colour in PART_COLOURS.items():
-        _dot(draw, (x, y), colour)
+        draw_dot(draw, (x, y), colour)
         label = "head (forehead, else crown)" if name == "head" else name
         draw.text((x + 9, y), label, fill=BLACK, font=small, anchor="lm")
         x += 9 + text_width(label, small) + 18
-    _cross(draw, (x, y), arm=5)
+    draw_cross(draw, (x, y), arm=5)
     draw.text((x + 10, y), "filter's inference position", fill=BLACK, font=small, anchor="lm")
     lines = ["cross: the centre of the receptive field of the filter's strongest unit; "
              "no cross: the filter does not fire", *notes]
-    return vstack([im, _caption(lines, width)], pad=0)
+    return vstack([im, caption(lines, width)], pad=0)
 
 
 def positions_figure(model, ds, mean, std, index_name="new", filters=6, images=8, cell=CELL,
@@ -491,15 +270,13 @@ def positions_figure(model, ds, mean, std, index_name="new", filters=6, images=8
     ``filters``: an int (the filters with the largest mean max activation) or ids;
     ``notes``: None or {filter id: one more line for its label} (:func:`filter_notes`).
     """
-    from .vgg import receptive_field
-
     index = _layer_index(model, index_name)
     idx = pick_images(ds, images)
     maps = image_maps(model, ds, idx, mean, std, index)
     chosen = _choose_filters(filters, None, maps)
     start, jump, _ = receptive_field(model, index)
     scale = cell / ds.size
-    cats = _categories(model, index)
+    cats = mask_categories(model, index)
     birds = [Image.fromarray(ds.images[i]).resize((cell, cell), Image.BICUBIC) for i in idx]
     rows, labels = [], []
     for f in chosen:
@@ -509,17 +286,17 @@ def positions_figure(model, ds, mean, std, index_name="new", filters=6, images=8
             draw = ImageDraw.Draw(tile)
             for name, xy in head_back_tail(ds, i).items():
                 if xy is not None:
-                    _dot(draw, (xy[0] * scale, xy[1] * scale), PART_COLOURS[name])
+                    draw_dot(draw, (xy[0] * scale, xy[1] * scale), PART_COLOURS[name])
             pos = inference_position(maps[k, f], start, jump)
             if pos is not None:
-                _cross(draw, (pos[0] * scale, pos[1] * scale), side=cell)
+                draw_cross(draw, (pos[0] * scale, pos[1] * scale), side=cell)
             row.append(tile)
         rows.append(row)
         labels.append(_row_label(f, maps[:, f], cats, notes))
     n = maps.shape[-1]
     title = title or f"{_conv_title(model, index, index_name)}, {n}x{n} maps"
     col_labels = [_short_class(ds.class_names[int(ds.labels[i])]) for i in idx]
-    panel = _panel(rows, title, labels, col_labels)
+    panel = tile_table(rows, title, labels, col_labels)
     explained = _label_notes(ds, set() if cats is None else {int(cats[f]) for f in chosen},
                              [notes[f] for f in chosen if notes and notes.get(f)])
     return vstack([panel, _positions_legend(panel.width, explained)], pad=2)
@@ -547,186 +324,13 @@ def templates_figure(n=8, tile=None, pad=4):
     return grid(tiles, cols=n, pad=pad, labels=labels, title=title)
 
 
-# ------------------------------------------------------------------------ curves figure
-
-def nice_ticks(lo, hi, count=5):
-    """Round tick values covering [lo, hi]: (ticks, step)."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        lo, hi = 0.0, 1.0
-    if hi - lo < 1e-12:
-        d = abs(lo) * 0.1 or 1.0
-        lo, hi = lo - d, hi + d
-    raw = (hi - lo) / count
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
-    return [k * step for k in range(first, last + 1)], step
-
-
-def _tick_text(v, step):
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    if step * 10 ** decimals % 1:  # e.g. 0.25
-        decimals += 1
-    if abs(v) >= 1e4 or (v and abs(v) < 1e-3):
-        return f"{v:.2g}"
-    return f"{v:.{decimals}f}"
-
-
-def _dashed(draw, points, fill, width, dash=6, gap=4):
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        length = math.hypot(x1 - x0, y1 - y0)
-        s = 0.0
-        while s < length:
-            e = min(s + dash, length)
-            draw.line((x0 + (x1 - x0) * s / length, y0 + (y1 - y0) * s / length,
-                       x0 + (x1 - x0) * e / length, y0 + (y1 - y0) * e / length),
-                      fill=fill, width=width)
-            s = e + gap
-
-
-def epoch_axis(series):
-    """(first, last, ticks) of the epoch axis of ``series`` [(xs, ...)]: from the first
-    epoch drawn (a fine-tuned net's start at 13 after 12 pretraining epochs), at most 9
-    integer ticks."""
-    x0 = min(min(s[0]) for s in series)
-    x1 = max(x0 + 1, max(max(s[0]) for s in series))
-    step = max(1, math.ceil((x1 - x0) / 8))
-    return x0, x1, list(range(x0, x1 + 1, step))
-
-
-def plot(series, title, size=(330, 250), xlabel="epoch", empty="no data", ylim=None):
-    """A line plot: series = [(xs, ys, colour, dashed)] or [(xs, ys, colour, dashed,
-    width)] (line width, default 2; a wide series drawn first stays visible around a
-    narrow one on top of it), x in epochs (integer ticks, from the data's first epoch);
-    ``ylim`` = (lo, hi) widens the y range to at least that (default: the data's)."""
-    im = Image.new("RGB", size, WHITE)
-    draw = ImageDraw.Draw(im)
-    small = font()
-    draw.text((size[0] / 2, 10), title, fill=BLACK, font=font(TITLE_SIZE - 1), anchor="mm")
-    series = [(list(xs), [float(y) for y in ys], c, d, w) for xs, ys, c, d, w in
-              (tuple(s) + (2,) * (5 - len(s)) for s in series)
-              if len(xs) and all(math.isfinite(float(y)) for y in ys)]
-    if not series:
-        draw.text((size[0] / 2, size[1] / 2), empty, fill=GREY, font=small, anchor="mm")
-        return im
-    ys_all = [y for s in series for y in s[1]]
-    lo, hi = min(ys_all), max(ys_all)
-    if ylim is not None:
-        lo, hi = min(lo, ylim[0]), max(hi, ylim[1])
-    yticks, ystep = nice_ticks(lo, hi)
-    y0, y1 = yticks[0], yticks[-1]
-    x0, x1, xticks = epoch_axis(series)
-    left = 8 + max(text_width(_tick_text(v, ystep), small) for v in yticks)
-    box = (left, 24, size[0] - 12, size[1] - 34)  # plot area
-
-    def px(x):
-        return box[0] + (x - x0) / (x1 - x0) * (box[2] - box[0])
-
-    def py(y):
-        return box[3] - (y - y0) / (y1 - y0) * (box[3] - box[1])
-
-    for v in yticks:
-        draw.line((box[0], py(v), box[2], py(v)), fill=LIGHT)
-        draw.line((box[0] - 4, py(v), box[0], py(v)), fill=BLACK)
-        draw.text((box[0] - 6, py(v)), _tick_text(v, ystep), fill=BLACK, font=small, anchor="rm")
-    for v in xticks:
-        draw.line((px(v), box[3], px(v), box[3] + 4), fill=BLACK)
-        draw.text((px(v), box[3] + 6), str(v), fill=BLACK, font=small, anchor="mt")
-    draw.text(((box[0] + box[2]) / 2, size[1] - 4), xlabel, fill=BLACK, font=small, anchor="mb")
-    draw.rectangle(box, outline=BLACK)
-    for xs, ys, colour, dashed, width in series:
-        pts = [(px(x), py(y)) for x, y in zip(xs, ys)]
-        if len(pts) > 1:
-            if dashed:
-                _dashed(draw, pts, colour, width)
-            else:
-                draw.line(pts, fill=colour, width=width, joint="curve")
-        r = 2 + width // 2  # markers grow with the line
-        for x, y in pts:
-            if dashed:
-                draw.rectangle((x - r + 0.5, y - r + 0.5, x + r - 0.5, y + r - 0.5), fill=WHITE,
-                               outline=colour, width=max(1, width // 2))
-            else:
-                draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-    return im
-
+# --------------------------------------------------------------------------- top level
 
 def _net_dirs(run_root, pretrained=False):
     """{name: folder} of the nets under ``run_root`` (ordinary, interpretable, then others).
     The stage-1 net of a fine-tuned run (``pretrained/``) only with ``pretrained=True``:
     beside the two fine-tuned nets its maps would only repeat the ordinary net's."""
     return net_dirs(run_root, pretrained=pretrained)
-
-
-def _history(net_dir):
-    """(per-epoch rows, config) from metrics.json, else from the checkpoint (an unfinished run)."""
-    metrics = Path(net_dir) / "metrics.json"
-    if metrics.exists():
-        saved = json.loads(metrics.read_text())
-        return saved["history"], saved.get("config", {})
-    from .checkpoint import load_checkpoint
-
-    meta = load_checkpoint(Path(net_dir) / "checkpoint.npz")[1]
-    return meta.get("history", []), meta.get("config", {})
-
-
-def _epoch_offset(config, histories):
-    """A fine-tuned net's epochs continue those of the run it started from (init_from),
-    when that run is a sibling folder (the two-stage protocol's ``pretrained/``)."""
-    init = config.get("init_from")
-    parent = Path(init).parent.name if init else None
-    return len(histories[parent][0]) if parent in histories else 0
-
-
-def _net_colour(name, k):
-    return NET_COLOURS.get(name, OTHER_COLOURS[k % len(OTHER_COLOURS)])
-
-
-def _net_width(k, count):
-    """The first net's lines wide, the others' narrow: drawn first, the wide line shows
-    around a narrow one that follows the same values (two nets fine-tuned alike)."""
-    return 5 if k == 0 and count > 1 else 2
-
-
-def curves_figure(run_root):
-    """Training curves of every net under ``run_root``: task loss, filter loss (nets with
-    interpretable layers only) and train (dashed) / test (solid) accuracy per epoch."""
-    histories = {name: _history(d) for name, d in _net_dirs(run_root, pretrained=True).items()}
-    if not histories:
-        raise FileNotFoundError(f"curves_figure: no <net>/checkpoint.npz under {run_root}")
-    task, filt, acc = [], [], []
-    for k, (name, (hist, config)) in enumerate(histories.items()):
-        c, w = _net_colour(name, k), _net_width(k, len(histories))
-        offset = _epoch_offset(config, histories)
-        xs = [row["epoch"] + offset for row in hist]
-        task.append((xs, [row["task_loss"] for row in hist], c, False, w))
-        if any(row.get("lambda") for row in hist):
-            filt.append((xs, [row["filter_loss"] for row in hist], c, False, w))
-        acc.append((xs, [row["train_acc"] for row in hist], c, True, w))
-        tested = [row for row in hist if "test_acc" in row]  # see TrainConfig.eval_every
-        acc.append(([row["epoch"] + offset for row in tested], [row["test_acc"] for row in tested], c,
-                    False, w))
-    plots = [plot(task, "task loss (cross-entropy)"),
-             plot(filt, "filter loss (summed, before lambda)", empty="no interpretable net"),
-             plot(acc, "accuracy: test solid, train dashed", ylim=(0, 1))]
-    body = hstack(plots, pad=10)
-    legend = Image.new("RGB", (body.width, 26), WHITE)
-    draw = ImageDraw.Draw(legend)
-    small = font()
-    x = 12
-    for k, name in enumerate(histories):
-        c, w = _net_colour(name, k), _net_width(k, len(histories))
-        r = 2 + w // 2  # as plot draws it
-        draw.line((x, 13, x + 22, 13), fill=c, width=w)
-        draw.ellipse((x + 11 - r, 13 - r, x + 11 + r, 13 + r), fill=c)
-        label = f"{name} ({len(histories[name][0])} epochs)"
-        draw.text((x + 28, 13), label, fill=BLACK, font=small, anchor="lm")
-        x += 28 + text_width(label, small) + 24
-    draw.text((body.width - 8, 13), Path(run_root).name, fill=GREY, font=small, anchor="rm")
-    return vstack([legend, body], pad=0)
-
-
-# --------------------------------------------------------------------------- top level
 
 def _evaluated_layer(run_root, net, layer):
     """``net``'s ``layer`` ("top"/"new") from ``run_root``'s evaluation.json, or None."""
@@ -776,7 +380,7 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
     (``evaluate`` writes it), each labelled with that ratio and, where it follows a part at
     the padded edge, "on ring" (:func:`filter_notes`); else those with the largest mean
     max activation. ``data``:
-    as for ``metrics.evaluate_runs``, {data_key(cfg): load_data(cfg)} already loaded.
+    as for ``evaluate.evaluate_runs``, {data_key(cfg): load_data(cfg)} already loaded.
     """
     run_root = Path(run_root)
     nets = _net_dirs(run_root)
@@ -808,12 +412,11 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
     groups = {}
     for name, (model, key) in loaded.items():
         groups.setdefault(key, {})[name] = model
-    layer_names = ["top", "new"]
     for g, (key, models) in enumerate(groups.items()):
         ds, mean, std = shown[key]
         suffix = "" if len(groups) == 1 else f"_data{g}"
         depth = min(len(m.interpretable_indices) for m in models.values())
-        for index_name in layer_names[:depth]:
+        for index_name in LAYER_NAMES[:depth]:
             chosen = {name: filters_below_control(run_root, name, index_name, filters) or filters
                       for name in models}
             notes = {name: filter_notes(run_root, name, index_name) for name in models}

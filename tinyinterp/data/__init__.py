@@ -3,7 +3,8 @@
 Everything returned is NumPy; callers move batches to the GPU themselves.
 """
 from .bird_task import background_square, load_bird_task
-from .cub import PART_NAMES, CubDataset, CubFormatError, load_cub
+from .cub import PART_NAMES, CubFormatError, load_cub
+from .dataset import CubDataset
 from .root import data_root, find_data
 
 __all__ = ["load_cub", "load_bird_task", "background_square", "CubDataset", "generate_toy_birds", "PART_NAMES", "CubFormatError",

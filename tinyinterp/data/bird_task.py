@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cub import CubDataset, CubFormatError, build_dataset, decode_rgb, load_args
+from .cub import CubFormatError, build_dataset, decode_rgb, load_args
+from .dataset import CubDataset
 
 CLASS_NAMES = ("not a bird", "bird")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")

@@ -44,8 +44,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..cli import Interrupted, UsageError, UserError, add_parser, int_at_least
-from .cub import CubFormatError, _read_keyed
+from ..cli import Interrupted, UsageError, UserError, add_parser, int_at_least, progress
+from .cub import CubFormatError, read_keyed
 
 CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1"
 CUB_MD5 = "97eceeb196236b17998738112f37df78"
@@ -78,8 +78,6 @@ def file_md5(path):
 def fetch(url, dest, md5, log=print):
     """Download ``url`` to ``dest`` through ``dest.part`` (continued where a previous run
     stopped), check its MD5 and only then rename it to ``dest``. Returns ``dest``."""
-    from ..train import progress
-
     dest = Path(dest)
     if dest.is_file():
         got = file_md5(dest)
@@ -200,15 +198,13 @@ def _downscale_image(src, dst, long_side):
 def downscale(src, dst, long_side, log=print, threads=None):
     """Write a copy of the CUB folder ``src`` to ``dst`` with every image's longer side
     ``long_side`` px and its annotations scaled to match (see the module docstring)."""
-    from ..train import progress
-
     src, dst = Path(src), Path(dst)
     if (dst / "images.txt").is_file():
         log(f"{dst}: already there")
         return dst
-    images = _read_keyed(src, "images.txt", ["int", "str"])
-    boxes = _read_keyed(src, "bounding_boxes.txt", ["int"] + ["float"] * 4)
-    locs = _read_keyed(src, "parts/part_locs.txt", ["int", "int", "float", "float", "bit"], nkey=2)
+    images = read_keyed(src, "images.txt", ["int", "str"])
+    boxes = read_keyed(src, "bounding_boxes.txt", ["int"] + ["float"] * 4)
+    locs = read_keyed(src, "parts/part_locs.txt", ["int", "int", "float", "float", "bit"], nkey=2)
     work = dst.with_name(f".{dst.name}.making")
     shutil.rmtree(work, ignore_errors=True)
     log(f"downscaling {len(images)} images to a longer side of {long_side} px -> {dst}")
