@@ -11,7 +11,7 @@ from PIL import Image
 from tinyinterp import curves as cv
 from tinyinterp import drawing as dr
 from tinyinterp import visualize as vz
-from tinyinterp.runs import TOY_BIRDS, TrainConfig
+from tinyinterp.runs import TOY_BIRDS, TrainConfig, net_dirs
 from tinyinterp.train import train_one
 from tinyinterp.vgg import receptive_field, small_vgg
 
@@ -216,9 +216,9 @@ def test_fine_tuned_run_curves_continue_the_pretrained_epochs(tmp_path):
     for kind in ("ordinary", "interpretable"):
         train_one(TrainConfig(epochs=1, init_from=init, interpretable=kind == "interpretable", **base),
                   tmp_path / kind, log=lambda *_: None)
-    assert list(vz._net_dirs(tmp_path)) == ["ordinary", "interpretable"]
-    assert list(vz._net_dirs(tmp_path, pretrained=True)) == ["ordinary", "interpretable", "pretrained"]
-    histories = {name: cv._history(d) for name, d in vz._net_dirs(tmp_path, pretrained=True).items()}
+    assert list(net_dirs(tmp_path, pretrained=False)) == ["ordinary", "interpretable"]
+    assert list(net_dirs(tmp_path)) == ["ordinary", "interpretable", "pretrained"]
+    histories = {name: cv._history(d) for name, d in net_dirs(tmp_path).items()}
     assert cv._epoch_offset(histories["interpretable"][1], histories) == 2
     assert cv._epoch_offset(histories["pretrained"][1], histories) == 0
     with Image.open(vz.visualize_runs(tmp_path, images=2, filters=1)[-1]) as im:

@@ -16,7 +16,8 @@ from .backend import device_module
 from .checkpoint import load_checkpoint
 from .cli import (Interrupted, UsageError, UserError, add_parser, nonnegative_float, nonnegative_int,
                   positive_int)
-from .evaluate import evaluate_runs, format_table
+from .evaluate import evaluate_runs, evaluation_files, format_table
+from .metrics import PROTOCOLS
 from .recipes import RECIPES, apply_recipe, mask_options_from
 from .runs import TrainConfig, data_key, load_data, net_dirs
 from .train import TrainingDiverged, format_test_result, train_one
@@ -161,7 +162,8 @@ def check_train_args(args):
         load_checkpoint(args.pretrained)  # a corrupt one fails here, before anything is made
 
 
-REPORT_FILES = ("evaluation.json", "evaluation.txt")
+# what evaluate writes, by either protocol: gone with the weights they describe
+REPORT_FILES = tuple(name for protocol in PROTOCOLS for name in evaluation_files(protocol))
 
 
 def clear_run(out, nets=False, keep=None):

@@ -326,12 +326,6 @@ def templates_figure(n=8, tile=None, pad=4):
 
 # --------------------------------------------------------------------------- top level
 
-def _net_dirs(run_root, pretrained=False):
-    """{name: folder} of the nets under ``run_root`` (ordinary, interpretable, then others).
-    The stage-1 net of a fine-tuned run (``pretrained/``) only with ``pretrained=True``:
-    beside the two fine-tuned nets its maps would only repeat the ordinary net's."""
-    return net_dirs(run_root, pretrained=pretrained)
-
 def _evaluated_layer(run_root, net, layer):
     """``net``'s ``layer`` ("top"/"new") from ``run_root``'s evaluation.json, or None."""
     path = Path(run_root) / "evaluation.json"
@@ -383,7 +377,8 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
     as for ``evaluate.evaluate_runs``, {data_key(cfg): load_data(cfg)} already loaded.
     """
     run_root = Path(run_root)
-    nets = _net_dirs(run_root)
+    # not the stage-1 net (pretrained/): beside the fine-tuned nets its maps only repeat the ordinary's
+    nets = net_dirs(run_root, pretrained=False)
     if not nets:
         raise FileNotFoundError(f"visualize_runs: no <net>/checkpoint.npz under {run_root}")
     if split not in ("train", "test"):
