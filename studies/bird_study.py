@@ -78,6 +78,9 @@ RECIPES.update({
     "baseline-replicate": ("bird", "ordinary", REPLICATE),
     "authors-x10-replicate": ("bird", "interpretable", REPLICATE + ["--filter-loss", "authors",
                                                                     "--lam", "10"]),
+    # a pair of levers: no zero ring and the authors' learned mask slopes
+    "authors-x10-replicate-learn-beta": ("bird", "interpretable", REPLICATE + [
+        "--filter-loss", "authors", "--lam", "10", "--learn-beta"]),
     "baseline-replicate-16ep": ("bird", "ordinary", REPLICATE + ["--finetune-epochs", "16",
                                                                  "--eval-every", "16"]),
     "authors-x10-replicate-16ep": ("bird", "interpretable", REPLICATE + [
@@ -105,6 +108,7 @@ RECIPES.update({
 # compared with the baseline of as many epochs (and the same padding)
 BASELINES = {"authors-x10-16ep": "baseline-16ep", "authors-x3-16ep": "baseline-16ep",
              "authors-x10-replicate": "baseline-replicate",
+             "authors-x10-replicate-learn-beta": "baseline-replicate",
              "authors-x10-replicate-16ep": "baseline-replicate-16ep",
              "authors-x10-32ep": "baseline-32ep", "authors-x10-50ep": "baseline-50ep",
              "authors-x10-schedule-50ep": "baseline-schedule-50ep"}
