@@ -74,18 +74,6 @@ RECIPES = {
 # Levers for part filters at the paper's strength, each against a fair baseline fine-tuned
 # exactly as long from the same kind of stage-1 net with the same padding.
 REPLICATE = ["--padding-mode", "replicate"]
-RECIPES.update({
-    "baseline-replicate": ("bird", "ordinary", REPLICATE),
-    "authors-x10-replicate": ("bird", "interpretable", REPLICATE + ["--filter-loss", "authors",
-                                                                    "--lam", "10"]),
-    # a pair of levers: no zero ring and the authors' learned mask slopes
-    "authors-x10-replicate-learn-beta": ("bird", "interpretable", REPLICATE + [
-        "--filter-loss", "authors", "--lam", "10", "--learn-beta"]),
-    "baseline-replicate-16ep": ("bird", "ordinary", REPLICATE + ["--finetune-epochs", "16",
-                                                                 "--eval-every", "16"]),
-    "authors-x10-replicate-16ep": ("bird", "interpretable", REPLICATE + [
-        "--filter-loss", "authors", "--lam", "10", "--finetune-epochs", "16", "--eval-every", "16"]),
-})
 X10 = ["--filter-loss", "authors", "--lam", "10"]
 
 
@@ -93,6 +81,14 @@ def _epochs(n):
     return ["--finetune-epochs", str(n), "--eval-every", str(n)]
 
 
+RECIPES.update({
+    "baseline-replicate": ("bird", "ordinary", REPLICATE),
+    "authors-x10-replicate": ("bird", "interpretable", REPLICATE + X10),
+    # a pair of levers: no zero ring and the authors' learned mask slopes
+    "authors-x10-replicate-learn-beta": ("bird", "interpretable", REPLICATE + X10 + ["--learn-beta"]),
+    "baseline-replicate-16ep": ("bird", "ordinary", REPLICATE + _epochs(16)),
+    "authors-x10-replicate-16ep": ("bird", "interpretable", REPLICATE + X10 + _epochs(16)),
+})
 # the length of the fine-tuning, the authors' lr schedule (log-linear to a tenth over 10
 # epochs, then flat; from our fine-tuning lr 1e-3), and the authors' mask mechanism
 for n in (32, 50):

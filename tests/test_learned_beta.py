@@ -98,6 +98,10 @@ def test_slopes_move_toward_their_target_only_in_step_beta(mode):
     assert np.all(layer.buffers["beta_c"] == 2.0)  # forward and backward leave it alone
     target = layer._beta_target.copy()
     assert np.all((target >= 1.5) & (target <= 3.0))
+    # the same as from scratch, positives the birds (labels 1, 0, 1), centroids recomputed
+    positives = np.repeat(np.array([[1.0], [0.0], [1.0]]), 4, axis=1)
+    np.testing.assert_array_equal(target, beta_target(x, layer.template_mask.signed_mask, positives,
+                                                      np.full(4, 2.0)))
     layer.step_beta()
     np.testing.assert_allclose(layer.buffers["beta_c"], 2.0 + BETA_RATE * (target - 2.0), rtol=1e-12)
     before = layer.buffers["beta_c"].copy()

@@ -155,8 +155,9 @@ class InterpretableMask(Layer):
         if self.learn_beta:  # where the slopes go after this step (step_beta applies it)
             positives = xp.ones(x.shape[:2], dtype=x.dtype) if targets is None \
                 else targets[:, self.categories].astype(x.dtype)
-            self._beta_target = beta_target(x, self.template_mask.signed_mask, positives,
-                                            self.buffers["beta_c"])
+            mask = self.template_mask  # the centroid mode has the centroids already
+            self._beta_target = beta_target(x, mask.signed_mask, positives, self.buffers["beta_c"],
+                                            mask.mu_hat if mask.mode == "centroid" else None)
         self.lam_values = self._lambda(x)
         self.last_filter_loss = float(loss.sum())
         self.last_lambda = float(self.lam_values.mean())

@@ -25,7 +25,7 @@ from .backend import get_array_module, he_normal, host_rng, host_zeros, random_u
 from ._checks import check_array, check_channels
 from .conv_engine import is_same_conv, same_conv_backward, same_conv_forward
 from .im2col import col2im, conv_out_size, im2col, pair, short_pair
-from .padding import PADDING_MODES, check_padding_mode, pad2d, pad2d_backward
+from .padding import check_padding_mode, pad2d, pad2d_backward
 
 
 class Layer:
@@ -214,8 +214,7 @@ class Conv2d(Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, rng=0,
                  padding_mode="zeros"):
         super().__init__()
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"Conv2d: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        check_padding_mode(padding_mode, who="Conv2d: ")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = pair(kernel_size), pair(stride), pair(padding)
         self.padding_mode = padding_mode

@@ -131,12 +131,13 @@ BETA_TARGET_NUMERATOR = 3.0  # beta=3 in our_vl_simplenn.m: target = beta / sigm
 BETA_TARGET_RANGE = (1.5, 3.0)  # max(min(beta ./ tmp, 3.0), 1.5)
 
 
-def activation_spread(x):
+def activation_spread(x, centroids=None):
     """sqrtvar of getMu.m: per map, the activation-weighted root mean squared distance, in
-    cells, of the map's units from its rounded centroid. (B, F, n, n) -> (B, F)."""
+    cells, of the map's units from its rounded centroid (``centroids``, flat indices,
+    when already computed). (B, F, n, n) -> (B, F)."""
     xp = get_array_module(x)
     B, F, n, _ = x.shape
-    mu = centroid_positions(x)
+    mu = centroid_positions(x) if centroids is None else centroids
     cells = xp.arange(n, dtype=x.dtype)
     d2 = (cells[:, None] - (mu // n)[..., None, None]) ** 2 \
         + (cells[None, :] - (mu % n)[..., None, None]) ** 2  # (B, F, n, n)
@@ -144,7 +145,7 @@ def activation_spread(x):
     return xp.sqrt((d2 * x).sum(axis=(2, 3)) / total)
 
 
-def beta_target(x, signed_mask, positives, beta_c):
+def beta_target(x, signed_mask, positives, beta_c, centroids=None):
     """Where each channel's slope moves: clip(3 / sigma_bar_f, 1.5, 3), with
 
         strength[b, f] = mean_ij x[b, f] * m[b, f]       (m the signed mask)
@@ -163,7 +164,7 @@ def beta_target(x, signed_mask, positives, beta_c):
     xp = get_array_module(x)
     strength = (x * signed_mask).mean(axis=(2, 3)) * positives  # (B, F)
     weight = strength.sum(axis=0)
-    spread = (strength * activation_spread(x)).sum(axis=0)
+    spread = (strength * activation_spread(x, centroids)).sum(axis=0)
     inverse = BETA_TARGET_NUMERATOR * weight / xp.where(spread != 0, spread, 1)  # 3 / sigma_bar
     target = xp.where(spread != 0, xp.clip(inverse, *BETA_TARGET_RANGE), BETA_TARGET_RANGE[1])
     return xp.where(positives.sum(axis=0) > 0, target, beta_c).astype(beta_c.dtype)

@@ -16,11 +16,12 @@ saw zeros.
 PADDING_MODES = ("zeros", "replicate", "reflect")
 
 
-def check_padding_mode(mode, size, pad):
-    """A clear error for an unknown mode, or for reflect padding as wide as the map
-    (reflect needs a pixel beyond the edge to mirror: pad < side)."""
+def check_padding_mode(mode, size=(), pad=(), who=""):
+    """A clear error for an unknown mode, or (given the map's ``size`` and the ``pad``)
+    for reflect padding as wide as the map (reflect needs a pixel beyond the edge to
+    mirror: pad < side). ``who`` starts the message ("Conv2d: ")."""
     if mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {mode!r}")
+        raise ValueError(f"{who}padding_mode must be one of {PADDING_MODES}, got {mode!r}")
     if mode == "reflect" and any(p >= n for p, n in zip(pad, size)):
         raise ValueError(f"reflect padding {tuple(pad)} needs an input larger than the padding "
                          f"in each direction, got {tuple(size)}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from .backend import to_device
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .layers import Dropout
-from .padding import PADDING_MODES
+from .padding import check_padding_mode
 from .vgg import small_vgg
 
 TOY_BIRDS = Path(__file__).resolve().parents[1] / "data_samples" / "toy_birds"
@@ -66,9 +66,7 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainConfig: lr_schedule must be one of {LR_SCHEDULES}, "
                              f"got {self.lr_schedule!r}")
-        if self.padding_mode not in PADDING_MODES:
-            raise ValueError(f"TrainConfig: padding_mode must be one of {PADDING_MODES}, "
-                             f"got {self.padding_mode!r}")
+        check_padding_mode(self.padding_mode, who="TrainConfig: ")
         if not (isinstance(self.eval_every, int) and self.eval_every >= 1):
             raise ValueError(f"TrainConfig: eval_every must be an integer >= 1, got {self.eval_every!r}")
 
