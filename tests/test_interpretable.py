@@ -50,7 +50,8 @@ def test_backward_adds_lambda_times_the_filter_loss_gradient(xp):
     assert y.dtype == dx.dtype == np.float32
     np.testing.assert_allclose(to_numpy(dx), to_numpy(expected), rtol=1e-6, atol=1e-12)
     assert bool((dout == dout_before).all()) and bool((x == x_before).all())
-    assert isinstance(layer.last_filter_loss, float) and layer.last_filter_loss < 0
+    # 0-d arrays on the maps' device, read only when logged (no host sync in a step)
+    assert layer.last_filter_loss.shape == () and float(layer.last_filter_loss) < 0
     assert layer.last_lambda == pytest.approx(0.25)
 
 

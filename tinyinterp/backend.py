@@ -23,9 +23,30 @@ except Exception:  # pragma: no cover - depends on the machine
 
 DEFAULT_DTYPE = np.float32
 
+# An instrumented array type and its module, posing as CuPy (benchmarks/launches.py counts
+# a training step's kernel launches and host syncs with it): (array type, module) or None.
+_instrumented = None
+
+
+def instrument(array_type, module):
+    """Treat arrays of ``array_type`` (a NumPy subclass) as device arrays of ``module`` (a
+    stand-in for CuPy), or stop with ``instrument(None, None)``. Only the launch counter
+    calls this; it changes nothing for NumPy or CuPy arrays."""
+    global _instrumented
+    _instrumented = None if array_type is None else (array_type, module)
+
+
+def _instrumented_module(arrays):
+    if _instrumented is not None and any(isinstance(a, _instrumented[0]) for a in arrays):
+        return _instrumented[1]
+    return None
+
 
 def gpu_available():
-    """True when CuPy imports and sees at least one CUDA device."""
+    """True when CuPy imports and sees at least one CUDA device (or the launch counter's
+    stand-in is installed)."""
+    if _instrumented is not None:
+        return True
     if _cupy is None:
         return False
     try:
@@ -36,19 +57,22 @@ def gpu_available():
 
 def get_array_module(*arrays):
     """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    module = _instrumented_module(arrays)
+    if module is not None:
+        return module
     if _cupy is not None:
         return _cupy.get_array_module(*arrays)
     return np
 
 
 def is_gpu_array(a):
-    return _cupy is not None and isinstance(a, _cupy.ndarray)
+    return (_cupy is not None and isinstance(a, _cupy.ndarray)) or _instrumented_module((a,)) is not None
 
 
 def to_numpy(a):
     """A NumPy copy (or view) of ``a``, wherever ``a`` lives. Scalars pass through numpy."""
     if is_gpu_array(a):
-        return _cupy.asnumpy(a)
+        return gpu_module().asnumpy(a)
     return np.asarray(a)
 
 
@@ -68,8 +92,20 @@ def device_module(device):
                 "with pip install -e '.[gpu]' (CUDA 12.x) or '.[gpu-cuda13]' (CUDA 13.x) "
                 "(tinyinterp/README.md, \"CPU and GPU\"), or run on the CPU"
             )
-        return _cupy
+        return gpu_module()
     raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+
+
+def gpu_module():
+    """CuPy, or the launch counter's stand-in while it is installed."""
+    return _cupy if _instrumented is None else _instrumented[1]
+
+
+def uses_cuda_kernels(xp):
+    """True where ``xp`` runs tinyinterp's own GPU kernels (cuda_kernels.py): CuPy, or the
+    launch counter's stand-in, which runs their NumPy twins. The one test of the device
+    that layers make, to pick a kernel."""
+    return xp.__name__ != "numpy"
 
 
 def to_device(a, device):
@@ -77,7 +113,7 @@ def to_device(a, device):
     xp = device_module(device)
     if xp is np:
         return to_numpy(a)
-    return _cupy.asarray(a)
+    return xp.asarray(a)
 
 
 def device_of(a):

@@ -70,8 +70,10 @@ class InterpretableMask(Layer):
     binary targets when num_classes = 1, or (B, C) targets. Without labels every image
     counts as every filter's category and the categories are not updated.
 
-    For logging after a training forward: ``last_filter_loss`` (float, sum over
-    filters), ``last_lambda`` (float, mean over filters), ``lam_values`` (F,).
+    For logging after a training forward: ``last_filter_loss`` (sum over filters),
+    ``last_lambda`` (mean over filters), both 0-d arrays on the maps' device (``float()``
+    reads one; on a GPU that is a host sync, so the trainer reads them once per logging
+    interval), and ``lam_values`` (F,).
     """
 
     def __init__(self, num_filters, size, num_classes=1, lam=None, lambda0=LAMBDA0,
@@ -159,8 +161,8 @@ class InterpretableMask(Layer):
             self._beta_target = beta_target(x, mask.signed_mask, positives, self.buffers["beta_c"],
                                             mask.mu_hat if mask.mode == "centroid" else None)
         self.lam_values = self._lambda(x)
-        self.last_filter_loss = float(loss.sum())
-        self.last_lambda = float(self.lam_values.mean())
+        self.last_filter_loss = loss.sum()  # on the device: read when logged
+        self.last_lambda = self.lam_values.mean()
 
     def _lambda(self, x):
         """(F,) lambda per filter, in x's dtype (docs/paper.md#decision-8-lambda)."""

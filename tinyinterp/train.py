@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .backend import device_module, to_device
+from .backend import get_array_module, to_device, to_numpy
 from .checkpoint import atomic_write_text
 from .cli import progress
 from .losses import LogisticLoss, SoftmaxCrossEntropy
@@ -80,6 +80,71 @@ def loss_targets(cfg, labels):
     return labels[:, None] if cfg.task == "bird" else labels
 
 
+# ---- one step ----
+
+LOG_EVERY = 20  # training steps between two reads of the logged values by the host
+
+
+def train_step(model, criterion, opt, x, labels, lr, device="gpu", as_targets=None):
+    """One training step on a host batch: the labels checked on the host, the batch
+    uploaded, forward, task loss, backward (no gradient for the images), SGD at ``lr``,
+    the learned mask slopes. ``as_targets`` turns the labels into the loss's targets.
+
+    Nothing is read back by the host (no sync): returns the step's record on the device,
+    (task loss, (filter loss of each mask layer, ...), correct predictions, logits all
+    finite), 0-d arrays, for :func:`read_records`.
+    """
+    host_targets = labels if as_targets is None else as_targets(labels)
+    x, labels, targets = (to_device(a, device) for a in (x, labels, host_targets))
+    masks = interpretable_layers(model)
+    for layer in masks:
+        layer.set_labels(labels)
+    logits = model.forward(x)
+    xp = get_array_module(logits)
+    # the targets checked on the host copy: free, where on a device the check is a sync
+    criterion.check_targets(logits.shape, host_targets)
+    loss = criterion.forward(logits, targets, check=False)
+    finite = xp.isfinite(logits).all()
+    model.backward(criterion.backward(), input_grad=False)
+    opt.lr = lr
+    opt.step(model.grads())
+    for layer in masks:
+        layer.step_beta()  # learned mask slopes, if any (the authors' code)
+    right = (predict(logits) == labels).sum()
+    return loss, tuple(layer.last_filter_loss for layer in masks), right, finite
+
+
+def read_records(records):
+    """[(step, batch size, record of train_step)] -> [(step, batch size, (loss, filter
+    losses, correct, finite))] as host numbers, read in one transfer (one sync)."""
+    if not records:
+        return []
+    values = [v for _, _, (loss, filts, right, finite) in records for v in (loss, *filts, right, finite)]
+    xp = get_array_module(*values)
+    host = to_numpy(xp.stack([xp.asarray(v, dtype=xp.float64) for v in values]))
+    out, k = [], 0
+    for step, size, (_, filts, _, _) in records:
+        n = len(filts)
+        row = host[k:k + n + 3]
+        out.append((step, size, (float(row[0]), [float(v) for v in row[1:n + 1]], int(row[n + 1]),
+                                 bool(row[n + 2]))))
+        k += n + 3
+    return out
+
+
+def _diverged(cfg, kind, diverged, ckpt, epoch, i, loss, filt):
+    """Write diverged.json and raise TrainingDiverged for step i (from 0) of ``epoch``."""
+    kept = f"the last good checkpoint (epoch {epoch}) is kept at {ckpt}" if epoch \
+        else "no checkpoint was written yet"
+    message = (f"{kind}: the loss became {loss} (filter loss {filt}) at epoch {epoch + 1}, "
+               f"step {i + 1}; {kept}. Try a smaller --lr"
+               + (" or a weaker filter loss (--lambda0, --lam)." if cfg.interpretable else "."))
+    atomic_write_text(diverged, json.dumps(
+        {"epoch": epoch + 1, "step": i + 1, "loss": str(loss), "filter_loss": str(filt),
+         "message": message}, indent=1))
+    raise TrainingDiverged(message)
+
+
 # ---- the loop ----
 
 def format_test_result(row):
@@ -94,8 +159,14 @@ def format_test_result(row):
     return text + (" COLLAPSED: it calls (almost) every image one class" if has_collapsed(rec) else "")
 
 
-def train_one(cfg, out_dir, data=None, resume=False, log=print):
-    """Train one net; returns the metrics dict (also written to ``out_dir/metrics.json``)."""
+def train_one(cfg, out_dir, data=None, resume=False, log=print, log_every=None):
+    """Train one net; returns the metrics dict (also written to ``out_dir/metrics.json``).
+
+    The logged values (losses, correct predictions, the finite check) stay on the device
+    and are read every ``log_every`` steps (default ``LOG_EVERY``) and at the end of each
+    epoch, one host sync each time; a NaN or inf loss stops training at that read, naming
+    the step where it first appeared, before the epoch's checkpoint is written."""
+    log_every = LOG_EVERY if log_every is None else log_every
     out_dir = Path(out_dir)  # made by the first checkpoint: a run that fails before has none
     ds, train, test, mean, std = data or load_data(cfg)
     model = build_model(cfg, num_outputs(cfg, ds)).to(cfg.device)
@@ -124,37 +195,31 @@ def train_one(cfg, out_dir, data=None, resume=False, log=print):
             layer.epoch = epoch + 1  # paper: lambda_t ~ 1/t, t counted from 1
         batches = train.batches(cfg.batch_size, seed=(cfg.seed, epoch), shuffle=True, flip=True,
                                 mean=mean, std=std, shift=cfg.shift)
+        records = []  # the steps' device values since the last read (LOG_EVERY)
+
+        def read_logged():  # one host sync for every step since the last read
+            nonlocal task_sum, filt_sum, n_seen, n_right
+            for j, size, (loss, filts, right, finite) in read_records(records):
+                filt = sum(filts)
+                if not finite:
+                    loss = float("nan")
+                if not (math.isfinite(loss) and math.isfinite(filt)):
+                    _diverged(cfg, kind, diverged, ckpt, epoch, j, loss, filt)
+                n_right += right
+                task_sum += loss * size
+                filt_sum += filt * size
+                n_seen += size
+            records.clear()
+
         for i, batch in enumerate(batches):
-            x = to_device(batch["x"], cfg.device)
-            labels = to_device(batch["labels"], cfg.device)
-            for layer in interpretable_layers(model):
-                layer.set_labels(labels)
-            logits = model.forward(x)
-            xp = device_module(cfg.device)
-            loss = float(criterion.forward(logits, loss_targets(cfg, labels))) \
-                if bool(xp.isfinite(logits).all()) \
-                else float("nan")
-            filt = sum(float(layer.last_filter_loss) for layer in interpretable_layers(model))
-            if not (math.isfinite(loss) and math.isfinite(filt)):
-                kept = f"the last good checkpoint (epoch {epoch}) is kept at {ckpt}" if epoch \
-                    else "no checkpoint was written yet"
-                message = (f"{kind}: the loss became {loss} (filter loss {filt}) at epoch {epoch + 1}, "
-                           f"step {i + 1}; {kept}. Try a smaller --lr"
-                           + (" or a weaker filter loss (--lambda0, --lam)." if cfg.interpretable else "."))
-                atomic_write_text(diverged, json.dumps(
-                    {"epoch": epoch + 1, "step": i + 1, "loss": str(loss), "filter_loss": str(filt),
-                     "message": message}, indent=1))
-                raise TrainingDiverged(message)
-            model.backward(criterion.backward(), input_grad=False)  # the images need no gradient
-            opt.lr = learning_rate(cfg, epoch * steps + i, steps)
-            opt.step(model.grads())
-            for layer in interpretable_layers(model):
-                layer.step_beta()  # learned mask slopes, if any (the authors' code)
-            n_right += int((predict(logits) == labels).sum())
-            task_sum += loss * len(labels)
-            filt_sum += filt * len(labels)
-            n_seen += len(labels)
-            progress(i + 1, steps, extra=f"loss {task_sum / n_seen:.3f}")
+            record = train_step(model, criterion, opt, batch["x"], batch["labels"],
+                                learning_rate(cfg, epoch * steps + i, steps), cfg.device,
+                                lambda labels: loss_targets(cfg, labels))
+            records.append((i, len(batch["labels"]), record))
+            if len(records) >= log_every or i + 1 == steps:
+                read_logged()
+            progress(i + 1, steps, extra=f"loss {task_sum / max(n_seen, 1):.3f}")
+        read_logged()
         row = {"epoch": epoch + 1, "task_loss": task_sum / n_seen, "filter_loss": filt_sum / n_seen,
                "lambda": [float(layer.last_lambda) for layer in interpretable_layers(model)],
                # on the epoch's training batches as they were seen (flipped, dropout on):
