@@ -28,7 +28,7 @@ import numpy as np
 from ._checks import check_array, check_same_device
 from .backend import get_array_module, to_device
 from .mask import argmax_positions, template_shape
-from .templates import BETA, default_tau, template_priors, templates
+from .templates import BETA, default_tau, template_log_priors, templates
 
 GRADIENTS = ("exact", "paper", "authors")
 SCALE_GRADIENTS = ("frozen", "exact")
@@ -240,7 +240,7 @@ class MutualInformationLoss(_Buffered):
             raise ValueError(f"{self!r}: expected maps of {self.n}x{self.n}, got shape {tuple(x.shape)}")
         xp = get_array_module(x)
         T = templates(self.n, 1.0 if self.scale_normalise else self.tau, self.beta, like=x)
-        log_p = xp.log(template_priors(self.n, self.alpha, like=x))
+        log_p = template_log_priors(self.n, self.alpha, like=x)
         c = None
         if self.scale_normalise:
             c = batch_scale(x, self.min_scale) if scale is None else xp.asarray(scale, dtype=x.dtype)
@@ -429,11 +429,12 @@ class FilterCategories(_Buffered):
                              f"do not fit {ema.shape[0]} filters")
         counts = y.sum(axis=0)  # (C,)
         class_mean = (x.sum(axis=(2, 3)).T @ y.astype(x.dtype)) / xp.maximum(counts, 1)  # (F, C)
-        class_mean = class_mean.astype(ema.dtype)
+        class_mean = class_mean.astype(ema.dtype, copy=False)
         m = self.momentum
         new = xp.where(seen > 0, m * ema + (1 - m) * class_mean, class_mean)
-        ema[...] = xp.where(counts > 0, new, ema)
-        seen[...] = xp.maximum(seen, counts > 0)
+        present = counts > 0
+        xp.copyto(ema, new, where=present)  # classes absent from the batch keep theirs
+        xp.maximum(seen, present, out=seen)
 
     @property
     def categories(self):

@@ -100,7 +100,7 @@ class InterpretableMask(Layer):
         self._beta_target = None
         self.epoch = 1
         self.labels = None
-        self.lam_values = self.last_filter_loss = self.last_lambda = None
+        self.lam_values = self.last_filter_loss = None
         self._loss_ready = False
         self._link_buffers()
 
@@ -162,7 +162,12 @@ class InterpretableMask(Layer):
                                             mask.mu_hat if mask.mode == "centroid" else None)
         self.lam_values = self._lambda(x)
         self.last_filter_loss = loss.sum()  # on the device: read when logged
-        self.last_lambda = self.lam_values.mean()
+
+    @property
+    def last_lambda(self):
+        """The mean of ``lam_values`` (a 0-d device array, computed when asked: logging
+        reads it once an epoch), None before a training forward."""
+        return None if self.lam_values is None else self.lam_values.mean()
 
     def _lambda(self, x):
         """(F,) lambda per filter, in x's dtype (docs/paper.md#decision-8-lambda)."""
@@ -171,7 +176,7 @@ class InterpretableMask(Layer):
         if self.lam is not None:
             return xp.full((F,), self.lam, dtype=x.dtype)
         peak = x.reshape(B, F, -1).max(axis=2).mean(axis=0)  # mean_x max_ij x, per filter
-        return (self.lambda0 * peak / self.epoch).astype(x.dtype)
+        return (self.lambda0 * peak / self.epoch).astype(x.dtype, copy=False)
 
     def step_beta(self):
         """After a training step (the trainer calls it beside the optimiser's step): each

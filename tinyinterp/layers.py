@@ -21,7 +21,9 @@ padded-grid engine of conv_engine.py; ``conv2d_forward`` / ``conv2d_backward`` h
 it and hold the plain im2col path for every other geometry. Max-pooling is in pooling.py,
 the padding with a map's own pixels in padding.py.
 """
-from .backend import get_array_module, he_normal, host_rng, host_zeros, random_uniform_like, to_device
+from . import cuda_kernels
+from .backend import (get_array_module, he_normal, host_rng, host_zeros, random_uniform_like, to_device,
+                      uses_cuda_kernels)
 from ._checks import check_array, check_channels
 from .conv_engine import is_same_conv, same_conv_backward, same_conv_forward
 from .im2col import col2im, conv_out_size, im2col, pair, short_pair
@@ -87,6 +89,10 @@ class Layer:
 #   and needs no col2im in the backward.
 # - anything else (strides, other paddings): plain im2col and col2im, as in lesson 02.
 #
+# On a GPU every conv takes a third way (``_kernel_conv_forward``): the im2col matrix built
+# by one kernel and the input gradient summed back by one (cuda_kernels.py), since there
+# a conv's cost is the number of kernels it launches, not its copies.
+#
 # Both keep the channel axis first in memory: y is returned as a (N, OC, H, W) view of a
 # (OC, N, H, W) array. Element-wise layers keep that layout, so the next conv reads its
 # input channel by channel without a transposing copy.
@@ -108,6 +114,10 @@ def conv2d_forward(x, weight, bias, stride=1, pad=0, relu=False, padding_mode="z
     SH, SW = pair(stride)
     PH, PW = pair(pad)
     check_padding_mode(padding_mode, (H, W), (PH, PW))
+    if uses_cuda_kernels(get_array_module(x)):
+        dtype = get_array_module(x).result_type(x.dtype, weight.dtype)
+        return _kernel_conv_forward(x, weight.astype(dtype, copy=False), bias.astype(dtype, copy=False),
+                                    (SH, SW), (PH, PW), relu, padding_mode)
     if padding_mode != "zeros" and (PH or PW):
         return _padded_conv_forward(x, weight, bias, (SH, SW), (PH, PW), relu, padding_mode)
     xp = get_array_module(x)
@@ -140,6 +150,8 @@ def conv2d_backward(dout, cache, input_grad=True):
     """
     if cache[0] == "grid":
         return same_conv_backward(dout, *cache[1:], input_grad=input_grad)
+    if cache[0] == "kernel":
+        return _kernel_conv_backward(dout, cache, input_grad)
     if cache[0] == "padded":
         return _padded_conv_backward(dout, cache, input_grad)
     _, x_shape, w_shape, col, w2d, (SH, SW), (PH, PW), mask = cache
@@ -157,6 +169,48 @@ def conv2d_backward(dout, cache, input_grad=True):
     dcol = (w2d.T @ dy).reshape(KH, KW, C, N, OH, OW)
     dx = col2im(dcol, (C, N, H, W), SH, SW, PH, PW).transpose(1, 0, 2, 3)  # (N, C, H, W)
     return xp.ascontiguousarray(dx), xp.ascontiguousarray(dweight), dbias
+
+
+# ---- the conv on a GPU: im2col and col2im as one kernel each ----
+
+def _kernel_conv_forward(x, weight, bias, stride, pad, relu, mode):
+    """The GPU branch of :func:`conv2d_forward`: the im2col matrix (rows (c, i, j)) from
+    one kernel, padding of any mode included, so the weights are an (OC, C*KH*KW) view;
+    one product; the bias and the ReLU element-wise. y is a channel-first view."""
+    xp = get_array_module(x)
+    N = x.shape[0]
+    OC, _, KH, KW = weight.shape
+    col = cuda_kernels.im2col(x, KH, KW, *stride, *pad, mode)  # (C*KH*KW, N*OH*OW)
+    y = weight.reshape(OC, -1) @ col
+    y += bias[:, None]
+    mask = None
+    if relu:
+        mask = y > 0
+        xp.multiply(y, mask, out=y)
+    OH = (x.shape[2] + 2 * pad[0] - KH) // stride[0] + 1
+    y = y.reshape(OC, N, OH, -1).transpose(1, 0, 2, 3)
+    return y, ("kernel", x.shape, weight, col, stride, pad, mode, mask)
+
+
+def _kernel_conv_backward(dout, cache, input_grad):
+    """dx (col2im, one kernel), dweight, dbias of :func:`_kernel_conv_forward`. A padding
+    mode other than zeros: dx of the padded input (col2im without padding), then
+    :func:`pad2d_backward`. Operands reach the products C- or F-contiguous (no copies)."""
+    _, (N, C, H, W), weight, col, (SH, SW), (PH, PW), mode, mask = cache
+    xp = get_array_module(dout)
+    OC, _, KH, KW = weight.shape
+    dy = dout.transpose(1, 0, 2, 3)  # (OC, N, OH, OW): no copy when dout is channel-first
+    dy = xp.ascontiguousarray(dy) if mask is None else dy * mask.reshape(dy.shape)
+    dy = dy.reshape(OC, -1)
+    dbias = dy.sum(axis=1)
+    dweight = (dy @ col.T).reshape(weight.shape)
+    if not input_grad:
+        return None, dweight, dbias
+    dcol = weight.reshape(OC, -1).T @ dy
+    if mode == "zeros" or not (PH or PW):
+        return cuda_kernels.col2im(dcol, N, H, W, KH, KW, SH, SW, PH, PW), dweight, dbias
+    dx_pad = cuda_kernels.col2im(dcol, N, H + 2 * PH, W + 2 * PW, KH, KW, SH, SW, 0, 0)
+    return pad2d_backward(dx_pad, (PH, PW), mode), dweight, dbias
 
 
 # ---- a conv padded with the image's own pixels (padding.py) ----

@@ -1,5 +1,6 @@
 """Stochastic gradient descent with momentum and weight decay."""
 from .backend import get_array_module, to_device, to_numpy, device_of
+from .cuda_kernels import sgd_update
 
 
 class SGD:
@@ -7,7 +8,9 @@ class SGD:
 
     ``params`` is the model's flat dict (``model.params()``); updates are in place, so
     build the optimiser after moving the model to its device. Weight decay applies to
-    weights only (arrays with 2 or more dimensions), never to biases.
+    weights only (arrays with 2 or more dimensions), never to biases. With momentum, each
+    parameter's update is one pass (``cuda_kernels.sgd_update``: one kernel on a GPU, its
+    NumPy twin on the CPU).
     """
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0):
@@ -20,15 +23,14 @@ class SGD:
             if k not in grads:
                 continue
             g = grads[k]
-            if self.weight_decay and p.ndim >= 2:
-                g = g + self.weight_decay * p
+            decay = self.weight_decay if p.ndim >= 2 else 0.0
             if self.momentum:
                 if k not in self.velocity:
                     self.velocity[k] = get_array_module(p).zeros_like(p)
-                v = self.velocity[k]
-                v *= self.momentum
-                v += g
-                g = v
+                sgd_update(p, g, self.velocity[k], self.lr, self.momentum, decay)
+                continue
+            if decay:
+                g = g + decay * p
             p -= self.lr * g
 
     def state_dict(self):

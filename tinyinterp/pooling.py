@@ -4,10 +4,11 @@
     dx = maxpool2d_backward(dout, cache)
 
 The 2x2, stride-2 pooling of the VGG has a path of its own without im2col, split over
-the channels between threads.
+the channels between threads on the CPU, one kernel each way on a GPU (cuda_kernels.py).
 """
-from .backend import get_array_module
+from .backend import get_array_module, uses_cuda_kernels
 from ._checks import check_array
+from . import cuda_kernels
 from .im2col import col2im, conv_out_size, im2col, pair, short_pair
 from .layers import Layer
 from .threads import in_parallel
@@ -23,6 +24,9 @@ def maxpool2d_forward(x, kernel_size, stride=None, pad=0):
     SH, SW = pair(kernel_size if stride is None else stride)
     PH, PW = pair(pad)
     if (KH, KW, SH, SW, PH, PW) == (2, 2, 2, 2, 0, 0):
+        if uses_cuda_kernels(get_array_module(x)):  # one kernel each way on a GPU
+            y, cache = cuda_kernels.maxpool2x2_forward(x)
+            return y, ("2x2 kernel", *cache)
         return _maxpool2x2_forward(x)
     col = im2col(x, KH, KW, SH, SW, PH, PW, fill=-float("inf"))  # (KH, KW, N, C, OH, OW)
     col = col.reshape(KH * KW, *col.shape[2:])
@@ -35,6 +39,8 @@ def maxpool2d_backward(dout, cache):
     """Route each dout entry to the window element that was the max."""
     if cache[0] == "2x2":
         return _maxpool2x2_backward(dout, *cache[1:])
+    if cache[0] == "2x2 kernel":
+        return cuda_kernels.maxpool2x2_backward(dout, *cache[1:])
     xp = get_array_module(dout)
     _, x_shape, arg, (KH, KW), (SH, SW), (PH, PW) = cache
     k = xp.arange(KH * KW).reshape(-1, 1, 1, 1, 1)

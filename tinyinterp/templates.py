@@ -37,6 +37,28 @@ def _module_and_dtype(like, dtype):
     return xp, np.dtype(dtype)
 
 
+# Built once per (what, n, tau or alpha, beta, dtype, module, device) and reused: every mask
+# layer asks for them on every forward, and on a GPU building them is some 20 kernel
+# launches each time. The arrays are shared: read them, never write (NumPy's are
+# read-only, so a write raises).
+_CACHE = {}
+_CACHE_SIZE = 64
+
+
+def _cached(key, like, build):
+    xp = np if like is None else get_array_module(like)
+    device = getattr(getattr(like, "device", None), "id", None)  # CuPy's device; None on the host
+    key = key + (xp.__name__, device)
+    if key not in _CACHE:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        value = build()
+        if xp is np:
+            value.flags.writeable = False
+        _CACHE[key] = value
+    return _CACHE[key]
+
+
 def templates(n, tau=None, beta=BETA, like=None, dtype=None):
     """All n^2 + 1 templates of an n x n map (paper Sec. 3, Fig. 3).
 
@@ -51,6 +73,10 @@ def templates(n, tau=None, beta=BETA, like=None, dtype=None):
         raise ValueError(f"templates: n must be >= 1, got {n}")
     tau = default_tau(n) if tau is None else tau
     xp, dtype = _module_and_dtype(like, dtype)
+    return _cached(("templates", n, tau, beta, dtype), like, lambda: _build_templates(n, tau, beta, xp, dtype))
+
+
+def _build_templates(n, tau, beta, xp, dtype):
     # built in float64, then rounded once to the target dtype
     pos = xp.arange(n, dtype=np.float64)
     k = xp.arange(n * n)
@@ -73,6 +99,16 @@ def template_priors(n, alpha=None, like=None, dtype=None):
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"template_priors: alpha must lie in (0, 1), got {alpha}")
     xp, dtype = _module_and_dtype(like, dtype)
-    p = xp.full((n * n + 1,), alpha / n ** 2, dtype=np.float64)
-    p[-1] = 1.0 - alpha
-    return p.astype(dtype)
+
+    def build():
+        p = xp.full((n * n + 1,), alpha / n ** 2, dtype=np.float64)
+        p[-1] = 1.0 - alpha
+        return p.astype(dtype)
+
+    return _cached(("priors", n, alpha, dtype), like, build)
+
+
+def template_log_priors(n, alpha=None, like=None, dtype=None):
+    """log of :func:`template_priors` (the filter loss works in log space), cached alike."""
+    p = template_priors(n, alpha, like, dtype)
+    return _cached(("log priors", n, alpha, p.dtype), like, lambda: get_array_module(p).log(p))
