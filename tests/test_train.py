@@ -83,6 +83,36 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkey
     assert not (tmp_path / "diverged.json").exists()
 
 
+def test_nan_stop_fires_within_the_logging_interval(tmp_path, monkeypatch):
+    # the logged values are read once every log_every steps (one host sync): a NaN at
+    # step 2 of epoch 2 is caught at the read after step 3, named as step 2, before any
+    # later step runs and before the epoch's checkpoint is written
+    cfg = tiny_config(epochs=2, batch_size=2, images_per_class=8)
+    ds = ti.runs.load_data(cfg)
+    steps_per_epoch = -(-len(ds[1]) // cfg.batch_size)
+    assert steps_per_epoch >= 6
+    calls = {"n": 0}
+    real_forward = ti.Sequential.forward
+
+    def poisoned_forward(self, x):
+        y = real_forward(self, x)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == steps_per_epoch + 2:  # step 2 of epoch 2
+                y = y * np.float32("nan")
+        return y
+
+    monkeypatch.setattr(ti.Sequential, "forward", poisoned_forward)
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 2.*last good checkpoint \\(epoch 1\\)"):
+        train_one(cfg, tmp_path, data=ds, log=lambda *_: None, log_every=3)
+    assert calls["n"] == steps_per_epoch + 3  # the read after step 3 of epoch 2 stopped it
+    stop = json.loads((tmp_path / "diverged.json").read_text())
+    assert (stop["epoch"], stop["step"], stop["loss"]) == (2, 2, "nan")
+    monkeypatch.undo()
+    _, _, meta = load_run(tmp_path)
+    assert meta["epoch"] == 1
+
+
 def test_truncated_checkpoint_is_refused_with_its_name(tmp_path):
     train_one(tiny_config(epochs=1), tmp_path, log=lambda *_: None)
     ckpt = tmp_path / "checkpoint.npz"
