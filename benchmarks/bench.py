@@ -1,6 +1,7 @@
 """Time tinyinterp against PyTorch on the same machine, in the same run.
 
     python benchmarks/bench.py [--quick | --tiny] [--device cpu|gpu] [--json out.json] [--keep-blas-env]
+                               [--concurrent K]
 
 What is timed (float32; CPU by default, CuPy / PyTorch CUDA with --device gpu):
 
@@ -30,6 +31,11 @@ NumPy uses and the kernel it picked, read inside the tinyinterp worker, and the 
 pins. The workers run without ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` (set in every
 shell on some machines, they pin OpenBLAS to a slower kernel than a user would get);
 ``--keep-blas-env`` keeps them.
+
+On a GPU, PyTorch runs with TF32 off (cuDNN and cuBLAS), so both libraries compute in
+float32. ``--concurrent K`` also times the training steps with K worker processes of each
+library at once on the one device (or the cores), and lists each worker's step time
+beside the single run's: what several training runs sharing a GPU get.
 
 --quick: fewer rounds (under a minute). --tiny: tiny sizes, one repetition (a smoke test
 of this script, used by tests/test_bench.py; its numbers mean nothing).
@@ -188,7 +194,7 @@ class TinyinterpCases:
                 m.set_labels(labels)
             if not interp:
                 def step():
-                    loss.forward(model.forward(x), labels)
+                    loss.forward(model.forward(x), labels, check=False)  # as train_step: no host sync
                     model.backward(loss.backward(), input_grad=False)
                     opt.step(model.grads())
                 return step
@@ -212,7 +218,7 @@ class TinyinterpCases:
 
             def timed_step():
                 in_masks[0] = 0.0
-                loss.forward(model.forward(x), labels)
+                loss.forward(model.forward(x), labels, check=False)  # as train_step: no host sync
                 model.backward(loss.backward(), input_grad=False)
                 opt.step(model.grads())
                 return {"masks": in_masks[0]}
@@ -272,6 +278,9 @@ class TorchCases:
         self.threads = ref.set_threads()
         if device == "gpu" and not torch.cuda.is_available():
             raise RuntimeError("torch has no CUDA device")
+        if device == "gpu":  # like with like: float32 products and convs, as CuPy's (no TF32)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.dev = torch.device("cuda" if device == "gpu" else "cpu")
         self.device = device
         self.gen = torch.Generator().manual_seed(0)
@@ -280,6 +289,8 @@ class TorchCases:
         info = {"torch": self.torch.__version__, "threads": self.torch.get_num_threads()}
         if self.device == "gpu":
             info["gpu"] = self.torch.cuda.get_device_name(0)
+            info["tf32"] = {"cudnn": self.torch.backends.cudnn.allow_tf32,
+                            "matmul": self.torch.backends.cuda.matmul.allow_tf32}
         return info
 
     def sync(self):
@@ -398,9 +409,13 @@ class Worker:
         return json.loads(line)
 
     def run(self, case, reps, warmup, min_time):
+        self.send(case, reps, warmup, min_time)
+        return self._read()
+
+    def send(self, case, reps, warmup, min_time):
+        """Ask for a case without waiting for the answer (``_read`` gets it)."""
         self.proc.stdin.write(json.dumps(dict(case=case, reps=reps, warmup=warmup, min_time=min_time)) + "\n")
         self.proc.stdin.flush()
-        return self._read()
 
     def refresh_info(self):
         self.proc.stdin.write(json.dumps({"op": "info"}) + "\n")
@@ -505,6 +520,43 @@ def run_cases(cases, workers, cfg, log):
             row["round_ratios"] = [a / b if a and b else None for a, b in by_round]
         results.append(row)
     return results
+
+
+def run_concurrent(cases, libs, k, device, env, cfg, log):
+    """The training steps with ``k`` workers of each library at once, sharing the machine
+    (the GPU): every worker is asked for the same case, then all answers are read. Returns
+    {case name: {lib: [each worker's median step, ms]}}."""
+    out = {}
+    for lib in libs:
+        workers = [Worker(lib, device, env) for _ in range(k)]
+        try:
+            if any(w.error for w in workers):
+                log(f"  {lib}: {k} concurrent workers failed: {[w.error for w in workers if w.error][0]}")
+                continue
+            for case in cases:
+                for w in workers:
+                    w.send(case, cfg["reps"] * cfg["rounds"], cfg["warmup"], cfg["min_time"])
+                answers = [w._read() for w in workers]
+                out.setdefault(case["name"], {})[lib] = [
+                    median_ms(a["samples"]) if "samples" in a else None for a in answers]
+        finally:
+            for w in workers:
+                w.close()
+        log(f"  {k} concurrent {lib} workers done")
+    return out
+
+
+def print_concurrent(results, concurrent, k, out=print):
+    out("")
+    out(f"{k} runs at once on one device (each worker's median step, ms) beside the single run:")
+    for r in results:
+        if r["name"] not in concurrent:
+            continue
+        for lib in ("tinyinterp", "torch"):
+            times = concurrent[r["name"]].get(lib)
+            if times:
+                each = " ".join(fmt(t, ".2f", 0) for t in times)
+                out(f"  {r['name']:<24}{lib:<11} single {fmt(r[f'{lib}_ms'], '.2f', 0)}  concurrent {each}")
 
 
 def add_rates(results):
@@ -613,6 +665,9 @@ def parse_args(argv=None):
     parser.add_argument("--numpy-first", action="store_true",
                         help="the tinyinterp worker imports NumPy (and multiplies) before tinyinterp, "
                              "as a user's script may")
+    parser.add_argument("--concurrent", type=int, default=0, metavar="K",
+                        help="also time the training steps with K workers of each library at once "
+                             "(sharing the GPU or the cores), each one's step beside the single run")
     parser.add_argument("--worker", choices=["tinyinterp", "torch"], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -671,6 +726,10 @@ def main(argv=None):
     finally:
         for w in workers:
             w.close()
+    concurrent = None
+    if args.concurrent > 1:
+        steps = [c for c in cases if c["kind"] == "step"]
+        concurrent = run_concurrent(steps, [w.lib for w in workers], args.concurrent, args.device, env, cfg, log)
     wall = time.perf_counter() - t0
     own_cpu = None if None in own else sum(own) + time.process_time() - self_cpu0
     peak = add_rates(results)
@@ -682,9 +741,12 @@ def main(argv=None):
             "load": load_report(busy0, _busy_seconds(), own_cpu, wall),
             "repetitions": {k: cfg[k] for k in ("rounds", "reps", "warmup", "min_time")}}
     print_table(results, peak, share, meta, out=log)
+    if concurrent:
+        print_concurrent(results, concurrent, args.concurrent, out=log)
     log(f"({wall:.0f} s)")
     if args.json:
-        doc = {"meta": meta, "matmul_peak_gflops": peak, "mask_share": share, "results": results}
+        doc = {"meta": meta, "matmul_peak_gflops": peak, "mask_share": share, "results": results,
+               "concurrent": concurrent and {"workers": args.concurrent, "step_ms": concurrent}}
         Path(args.json).write_text(json.dumps(doc, indent=1))
         log(f"wrote {args.json}")
     return 0

@@ -7,6 +7,7 @@ become dozens of small kernels each run one kernel here:
 
 - ``im2col``: the conv's im2col matrix, zero / replicate / reflect padding included;
 - ``col2im``: its adjoint, the input gradient of a conv, summed per input pixel;
+- ``bias_relu``: a conv's bias and the ReLU after it, with the ReLU's mask;
 - ``maxpool2x2_forward`` / ``maxpool2x2_backward``: the VGG's 2x2, stride-2 pooling;
 - ``sgd_update``: SGD with momentum and weight decay, one pass per parameter.
 
@@ -190,6 +191,37 @@ def col2im(dcol, N, H, W, KH, KW, SH, SW, PH, PW):
     dx = xp.empty((C, N, H, W), dtype=dcol.dtype)
     launch(COL2IM, xp, xp.ascontiguousarray(dcol), N, H, W, KH, KW, SH, SW, PH, PW, OH, OW, dx)
     return dx.transpose(1, 0, 2, 3)
+
+
+# ---- a conv's bias and the ReLU after it ----
+
+BIAS_RELU_CUDA = r"""
+// i: the flat index of y (OC, M): y + bias of its row, rectified as v * (v > 0) (a
+// negative v gives -0.0, as on the CPU), and the ReLU's mask
+const T v = y + bias[i / M];
+mask = v > (T)0;
+y = v * (T)mask;
+"""
+
+
+def bias_relu_twin(bias, M, y, mask):
+    """In place: y <- y + bias[:, None]; mask = y > 0; y <- y * mask (y is (OC, M))."""
+    xp = get_array_module(y)
+    y += bias.reshape(-1, 1)
+    xp.greater(y, 0, out=mask)
+    xp.multiply(y, mask, out=y)
+    return y, mask
+
+
+BIAS_RELU = Kernel("bias_relu", "raw T bias, int64 M", "T y, bool mask", BIAS_RELU_CUDA, bias_relu_twin)
+
+
+def bias_relu(y, bias):
+    """y (OC, M) + bias, rectified in place, in one kernel; returns the ReLU's mask y > 0."""
+    xp = get_array_module(y)
+    mask = xp.empty(y.shape, dtype=bool)
+    launch(BIAS_RELU, xp, bias, y.shape[1], y, mask)
+    return mask
 
 
 # ---- 2x2, stride-2 max-pooling ----

@@ -176,17 +176,16 @@ def conv2d_backward(dout, cache, input_grad=True):
 def _kernel_conv_forward(x, weight, bias, stride, pad, relu, mode):
     """The GPU branch of :func:`conv2d_forward`: the im2col matrix (rows (c, i, j)) from
     one kernel, padding of any mode included, so the weights are an (OC, C*KH*KW) view;
-    one product; the bias and the ReLU element-wise. y is a channel-first view."""
-    xp = get_array_module(x)
+    one product; the bias and the ReLU in one kernel. y is a channel-first view."""
     N = x.shape[0]
     OC, _, KH, KW = weight.shape
     col = cuda_kernels.im2col(x, KH, KW, *stride, *pad, mode)  # (C*KH*KW, N*OH*OW)
     y = weight.reshape(OC, -1) @ col
-    y += bias[:, None]
     mask = None
     if relu:
-        mask = y > 0
-        xp.multiply(y, mask, out=y)
+        mask = cuda_kernels.bias_relu(y, bias)  # one kernel for both
+    else:
+        y += bias[:, None]
     OH = (x.shape[2] + 2 * pad[0] - KH) // stride[0] + 1
     y = y.reshape(OC, N, OH, -1).transpose(1, 0, 2, 3)
     return y, ("kernel", x.shape, weight, col, stride, pad, mode, mask)
