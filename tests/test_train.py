@@ -55,10 +55,9 @@ def test_run_folder_holds_checkpoint_and_metrics(tmp_path):
     assert not list(tmp_path.glob(".tmp-*")), "a temporary checkpoint was left behind"
 
 
-def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    cfg = tiny_config(epochs=2)
-    ds = ti.runs.load_data(cfg)
-    steps_per_epoch = -(-len(ds[1]) // cfg.batch_size)
+def poison_training_forwards(monkeypatch, poisoned):
+    """Make the model's n-th training forward (from 1) return NaNs where ``poisoned(n)``;
+    returns {"n": training forwards so far}."""
     calls = {"n": 0}
     real_forward = ti.Sequential.forward
 
@@ -66,11 +65,19 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkey
         y = real_forward(self, x)
         if self.training:
             calls["n"] += 1
-            if calls["n"] > steps_per_epoch:  # the first training step of epoch 2
+            if poisoned(calls["n"]):
                 y = y * np.float32("nan")
         return y
 
     monkeypatch.setattr(ti.Sequential, "forward", poisoned_forward)
+    return calls
+
+
+def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=2)
+    ds = ti.runs.load_data(cfg)
+    steps_per_epoch = -(-len(ds[1]) // cfg.batch_size)
+    poison_training_forwards(monkeypatch, lambda n: n > steps_per_epoch)  # from step 1 of epoch 2
     with pytest.raises(TrainingDiverged, match="epoch 2, step 1.*last good checkpoint \\(epoch 1\\)"):
         train_one(cfg, tmp_path, data=ds, log=lambda *_: None)
     stop = json.loads((tmp_path / "diverged.json").read_text())  # what studies read
@@ -91,18 +98,7 @@ def test_nan_stop_fires_within_the_logging_interval(tmp_path, monkeypatch):
     ds = ti.runs.load_data(cfg)
     steps_per_epoch = -(-len(ds[1]) // cfg.batch_size)
     assert steps_per_epoch >= 6
-    calls = {"n": 0}
-    real_forward = ti.Sequential.forward
-
-    def poisoned_forward(self, x):
-        y = real_forward(self, x)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == steps_per_epoch + 2:  # step 2 of epoch 2
-                y = y * np.float32("nan")
-        return y
-
-    monkeypatch.setattr(ti.Sequential, "forward", poisoned_forward)
+    calls = poison_training_forwards(monkeypatch, lambda n: n == steps_per_epoch + 2)  # step 2 of epoch 2
     with pytest.raises(TrainingDiverged, match="epoch 2, step 2.*last good checkpoint \\(epoch 1\\)"):
         train_one(cfg, tmp_path, data=ds, log=lambda *_: None, log_every=3)
     assert calls["n"] == steps_per_epoch + 3  # the read after step 3 of epoch 2 stopped it

@@ -95,8 +95,9 @@ def train_step(model, criterion, opt, x, labels, lr, device="gpu", as_targets=No
     finite), 0-d arrays, for :func:`read_records`.
     """
     host_targets = labels if as_targets is None else as_targets(labels)
+    same = host_targets is labels
     x, labels = to_device(x, device), to_device(labels, device)
-    targets = labels if host_targets is labels else to_device(host_targets, device)
+    targets = labels if same else to_device(host_targets, device)
     masks = interpretable_layers(model)
     for layer in masks:
         layer.set_labels(labels)
