@@ -28,9 +28,11 @@ The step is the training loop's own (``tinyinterp.train.train_step``): upload of
 batch, forward, task loss, backward, SGD, and the values the loop keeps for logging
 (read only once per logging interval, ``train.LOG_EVERY`` steps, not counted here). A
 first step runs untimed (the optimiser's velocities and the cached templates are made
-then); the second is counted. The counts do not depend on the batch or image size
-(no loop runs over pixels or chunks on a GPU), which tests/test_launches.py checks at a
-small size. The output ends with two lines:
+then); the second is counted. The counts do not depend on the batch or image size (no
+loop runs over pixels or chunks on a GPU) as long as the last maps are larger than 1x1
+(1x1 maps flatten without a copy: one launch fewer), so tests/test_launches.py pins them
+at batch 4, 32 px, which give the totals of batch 32, 64 px. The output ends with two
+lines:
 
     plain step: N launches, M syncs
     interpretable step: N launches, M syncs
