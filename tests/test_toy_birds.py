@@ -5,7 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyinterp.data import PART_NAMES, generate_toy_birds, load_cub
+from tinyinterp.data import PART_NAMES, background_square, generate_toy_birds, load_bird_task, load_cub
+from tinyinterp.data.posed_birds import render_bird
+from tinyinterp.data import toy_birds
+from tinyinterp.data.toy_birds import SPECIES
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data_samples" / "toy_birds"
 TINY = dict(n_species=2, train_per_species=2, test_per_species=1, image_size=64)
@@ -59,6 +62,118 @@ def test_visibility_follows_facing(tiny_pair):
     wings = ds.visible[:, [PART_NAMES.index("left wing"), PART_NAMES.index("right wing")]]
     assert np.all(eyes.sum(1) == 1) and np.array_equal(eyes, wings)  # one side shows
     assert ds.visible.sum(1).tolist() == [13] * len(ds)
+
+
+def _inside(point, polygon):
+    """Even-odd ray casting: is ``point`` inside the closed ``polygon`` (k, 2)?"""
+    x, y = point
+    inside = False
+    for (x0, y0), (x1, y1) in zip(polygon, np.roll(polygon, -1, axis=0)):
+        if (y0 > y) != (y1 > y) and x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
+            inside = not inside
+    return inside
+
+
+def _around(point, r=0.75):
+    return [point + d for d in ((0, 0), (r, 0), (-r, 0), (0, r), (0, -r))]
+
+
+@pytest.fixture(scope="module")
+def drawn_birds():
+    return [render_bird(SPECIES[k % 5], np.random.default_rng([3, k % 5, k]), 96)
+            for k in range(150)]
+
+
+def test_landmarks_lie_on_their_drawn_part_inside_the_photo(drawn_birds):
+    checked = 0
+    for bird in drawn_birds:
+        pts = bird.landmarks[bird.visible]
+        assert np.all(pts >= 0) and np.all(pts < 96)
+        assert set(bird.landmark_parts) == set(np.flatnonzero(bird.visible))
+        for j, part in bird.landmark_parts.items():
+            assert any(_inside(bird.landmarks[j], poly) for poly in bird.polygons[part]), (
+                PART_NAMES[j], part)
+            checked += 1
+        assert np.all(bird.landmarks[~bird.visible] == 0)  # CUB writes hidden parts as 0 0
+    assert checked > 150 * 10
+
+
+def test_hidden_parts_are_flagged(drawn_birds):
+    """A landmark under a leaf or twig drawn in front, or outside the photo, is invisible;
+    one clear of both (with a margin) on the near side is visible; both kinds occur."""
+    occluded = cut = clear = 0
+    for bird in drawn_birds:
+        near_eye = [j for j in (PART_NAMES.index("left eye"), PART_NAMES.index("right eye"))
+                    if bird.visible[j]]
+        for j in near_eye:
+            if any(all(_inside(q, poly) for q in _around(bird.landmarks[j]))
+                   for poly, _ in bird.occluders):
+                raise AssertionError("a visible eye lies under an occluder")
+        for j in np.flatnonzero(bird.visible):
+            for poly, _ in bird.occluders:
+                assert not all(_inside(q, poly) for q in _around(bird.landmarks[j]))
+        x, y, w, h = bird.box
+        assert 0 <= x and 0 <= y and x + w <= 96 and y + h <= 96
+        occluded += bird.occluders != [] and (~bird.visible).sum() > 2
+        cut += x == 0 or y == 0 or x + w == 96 or y + h == 96
+        clear += bool(bird.visible.sum() >= 12)
+    assert occluded >= 5 and cut >= 5 and clear >= 50
+
+
+def test_negatives_never_touch_a_bird(drawn_birds):
+    """The bird-vs-not task's background square (as load_bird_task cuts it: beside the box
+    and its 5% margin, no larger than the bird's crop) holds no point of the drawn bird."""
+    made = 0
+    for bird in drawn_birds:
+        x, y, w, h = bird.box
+        crop_side = np.sqrt(min(1.2 * w, 96) * min(1.2 * h, 96))
+        square = background_square(bird.box, 96, 96, 0.05, max_side=crop_side)
+        if square is None or square[2] - square[0] < 0.25 * 96:
+            continue
+        made += 1
+        x0, y0, x1, y1 = square
+        for polygons in bird.polygons.values():
+            for poly in polygons:
+                assert not np.any((poly[:, 0] > x0) & (poly[:, 0] < x1) &
+                                  (poly[:, 1] > y0) & (poly[:, 1] < y1))
+    assert made >= 0.9 * len(drawn_birds)
+
+
+def test_posed_set_and_its_bird_task(tmp_path):
+    """generate_toy_birds(poses=True) writes the posed birds (the same bytes twice; never
+    both eyes) and load_bird_task cuts a negative from nearly every photo."""
+    tiny = dict(TINY, image_size=96, train_per_species=3, test_per_species=3)
+    a = generate_toy_birds(tmp_path / "a", poses=True, **tiny)
+    assert tree_bytes(a) == tree_bytes(generate_toy_birds(tmp_path / "b", poses=True, **tiny))
+    assert tree_bytes(a)["parts/part_locs.txt"] != tree_bytes(generate_toy_birds(tmp_path / "c", **tiny))["parts/part_locs.txt"]
+    ds = load_bird_task(a, size=32)
+    pos, neg = ds.labels == 1, ds.labels == 0
+    eyes = ds.visible[:, [PART_NAMES.index("left eye"), PART_NAMES.index("right eye")]]
+    assert np.all(eyes[pos].sum(1) <= 1)
+    assert ds.report["negatives"]["made"] == neg.sum() >= 10 and not ds.visible[neg].any()
+
+
+def _crown_in_box(box, landmarks, facing_left):
+    """The crown's place inside the box, as fractions of its width and height, mirrored
+    for birds facing left."""
+    where = (landmarks[PART_NAMES.index("crown")] - box[:2]) / box[2:]
+    return np.array([1 - where[0], where[1]]) if facing_left else where
+
+
+def test_poses_move_the_parts_inside_the_box(drawn_birds):
+    """Inside the box (the crop the networks see) the posed birds' crown spreads further
+    than the still birds' (facing folded out) in x and in y, and half as far again in all."""
+    crown = PART_NAMES.index("crown")
+    posed = np.array([_crown_in_box(np.array(b.box), b.landmarks, b.pose["facing"] == "left")
+                      for b in drawn_birds if b.visible[crown]])
+    still = []
+    for k in range(150):
+        _, box, pts, vis = toy_birds._render(SPECIES[k % 5], np.random.default_rng([3, k % 5, k]), 96)
+        still.append(_crown_in_box(np.array(box), pts, bool(vis[PART_NAMES.index("left eye")])))
+    spread, still_spread = posed.std(0), np.array(still).std(0)
+    assert np.all(spread > still_spread) and np.hypot(*spread) > 1.5 * np.hypot(*still_spread)
+    poses = {(b.pose["head"], b.pose["body"], b.pose["wings"]) for b in drawn_birds}
+    assert len(poses) >= 15
 
 
 def test_refuses_to_overwrite(tmp_path):

@@ -272,19 +272,25 @@ def _render(spec, rng, size):
         drawn.append(xy)
         # Pillow puts integer coordinates at pixel centres: continuous X -> X*SS - 0.5.
         draw.polygon([tuple(v) for v in xy * SUPERSAMPLE - 0.5], fill=colour)
-    pixels = np.asarray(canvas.reduce(SUPERSAMPLE), float)
-    pixels = np.clip(np.rint(pixels + rng.normal(0, NOISE_SIGMA, pixels.shape)), 0, 255)
-    drawn = np.concatenate(drawn)
-    x0, y0 = np.floor(np.clip(drawn.min(0), 0, size))
-    x1, y1 = np.ceil(np.clip(drawn.max(0), 0, size))
+    image, box = _photo_and_box(canvas, drawn, rng, size)
     landmarks = np.zeros((len(PART_NAMES), 2))
     visible = np.zeros(len(PART_NAMES), bool)
     for name, xy in marks.items():  # the near side is the right one when facing right
         j = PART_NAMES.index(_swap_sides(name) if facing_left else name)
         landmarks[j] = np.asarray(xy) @ matrix.T + shift
         visible[j] = True
-    return (Image.fromarray(pixels.astype(np.uint8)), (x0, y0, x1 - x0, y1 - y0),
-            landmarks, visible)
+    return image, box, landmarks, visible
+
+
+def _photo_and_box(canvas, drawn, rng, size):
+    """The supersampled ``canvas`` reduced to the photo, with noise, and the box (x, y, w,
+    h) of the ``drawn`` polygons' points (photo pixels), rounded out, inside the photo."""
+    pixels = np.asarray(canvas.reduce(SUPERSAMPLE), float)
+    pixels = np.clip(np.rint(pixels + rng.normal(0, NOISE_SIGMA, pixels.shape)), 0, 255)
+    drawn = np.concatenate(drawn)
+    x0, y0 = np.floor(np.clip(drawn.min(0), 0, size))
+    x1, y1 = np.ceil(np.clip(drawn.max(0), 0, size))
+    return Image.fromarray(pixels.astype(np.uint8)), (x0, y0, x1 - x0, y1 - y0)
 
 
 # ------------------------------------------------------------------------------ writing
@@ -344,11 +350,12 @@ def _write_manifest(out_dir):
 
 
 def generate_toy_birds(out_dir, n_species=5, train_per_species=40, test_per_species=60,
-                       image_size=128, seed=0, overwrite=False):
+                       image_size=128, seed=0, overwrite=False, poses=False):
     """Write a drawn-bird dataset in the CUB-200-2011 layout to ``out_dir``; return its Path.
 
     Species i (1-based) is ``SPECIES[i-1]``; image ids run species by species. Within a
     species the train/test flags are shuffled (seeded), as in CUB. Images are JPEG.
+    ``poses=True`` draws the birds of ``posed_birds`` (parts that move inside the box).
     """
     if not 1 <= n_species <= MAX_SPECIES:
         raise ValueError(f"n_species must be in 1..{MAX_SPECIES}, got {n_species}")
@@ -356,6 +363,10 @@ def generate_toy_birds(out_dir, n_species=5, train_per_species=40, test_per_spec
         raise ValueError("need non-negative per-species counts with at least one image")
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
+    if poses:
+        from .posed_birds import render_bird as render  # posed_birds builds on this module
+    else:
+        render = _render
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
     per_species = train_per_species + test_per_species
@@ -367,8 +378,8 @@ def generate_toy_birds(out_dir, n_species=5, train_per_species=40, test_per_spec
         flags = np.arange(per_species) < train_per_species
         flags = np.random.default_rng([seed, k, 1 << 30]).permutation(flags)
         for i in range(per_species):
-            image, box, pts, vis = _render(spec, np.random.default_rng([seed, k, i]),
-                                           image_size)
+            image, box, pts, vis = render(spec, np.random.default_rng([seed, k, i]),
+                                          image_size)[:4]
             rel = f"{folder}/{spec['name']}_{i + 1:04d}.jpg"
             image.save(out_dir / "images" / rel, "JPEG", quality=JPEG_QUALITY)
             records.append((len(records) + 1, k + 1, rel, flags[i], box, pts, vis))
@@ -385,12 +396,14 @@ def main(argv=None):
     parser.add_argument("--test-per-species", type=int, default=60)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--poses", action="store_true",
+                        help="birds in poses whose parts move inside their box (posed_birds)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing folder written by this generator")
     args = parser.parse_args(argv)
     out = generate_toy_birds(args.out, args.n_species, args.train_per_species,
                              args.test_per_species, args.image_size, args.seed,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, poses=args.poses)
     print(f"wrote {out}")
 
 
