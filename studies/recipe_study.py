@@ -2,7 +2,8 @@
 
 Trains every recipe on the toy birds (``data_samples/``), on the toy birds in poses (whose
 parts move inside the box; generated on first use into ``runs/posed_birds/``: 5 species,
-100 train and 210 test photos each, seed 0) and, when it is there, on the real
+100 train and 210 test photos each, seed 0; ``posed-head``: the same with species told
+apart by the head alone, ``runs/posed_birds_head/``) and, when it is there, on the real
 10-species CUB subset (``cub_real_subset/`` in the folder ``TINYINTERP_DATA`` names),
 over several seeds, through the ordinary command line (``python -m tinyinterp train`` /
 ``evaluate``), then prints the table of means and spreads::
@@ -36,6 +37,7 @@ DATASETS = {
     # name: (folder, scratch epochs, fine-tune epochs)
     "toy": (ROOT / "data_samples" / "toy_birds", 12, 6),
     "posed": (ROOT / "runs" / "posed_birds", 12, 6),
+    "posed-head": (ROOT / "runs" / "posed_birds_head", 12, 6),
     "real": (data_root() / "cub_real_subset", 40, 15),  # $TINYINTERP_DATA, else ../shared
 }
 # recipe: (protocol, nets, extra train flags). Strengths: the filter-loss gradient at the
@@ -94,20 +96,22 @@ def jobs_in_order(datasets, seeds, recipes):
 
 
 POSED_SET = dict(n_species=5, train_per_species=100, test_per_species=210, seed=0, poses=True)
+GENERATED = {"posed": POSED_SET, "posed-head": dict(POSED_SET, head_marks=True)}
 
 
-def make_posed_set():
-    """The posed toy birds, generated once (about 20 s; 8 MB): the same bytes each time."""
-    folder = DATASETS["posed"][0]
+def make_generated_set(name):
+    """A generated dataset (GENERATED), written once (about 20 s; 8 MB): the same bytes
+    each time."""
+    folder = DATASETS[name][0]
     if not (folder / "MANIFEST.sha256").is_file():
         from tinyinterp.data import generate_toy_birds
-        generate_toy_birds(folder, overwrite=folder.is_dir(), **POSED_SET)
+        generate_toy_birds(folder, overwrite=folder.is_dir(), **GENERATED[name])
     return folder
 
 
 def run(args):
-    if "posed" in args.data:
-        make_posed_set()
+    for name in set(args.data) & set(GENERATED):
+        make_generated_set(name)
     datasets = [d for d in args.data if DATASETS[d][0].is_dir()]
     for d in set(args.data) - set(datasets):
         print(f"skipping {d}: {missing(DATASETS[d][0].name)}")

@@ -153,6 +153,21 @@ def test_posed_set_and_its_bird_task(tmp_path):
     assert ds.report["negatives"]["made"] == neg.sum() >= 10 and not ds.visible[neg].any()
 
 
+def test_head_marks_design():
+    """head_marks: the body plumage no longer follows the species (each of the first two
+    species shows several of the shared plumages), the head is larger, the marks are the
+    head's; without poses it is refused."""
+    from tinyinterp.data.posed_birds import BODY_PLUMAGES, HEAD_MARKS, _head_marks_jitter
+    for spec in SPECIES[:2]:
+        birds = [_head_marks_jitter(spec, np.random.default_rng([5, k])) for k in range(20)]
+        assert len({b["back"] for b in birds}) >= 3 and all(b["back"] in [q[0] for q in BODY_PLUMAGES] for b in birds)
+        assert all(b["head"] > 1.2 * spec["head"] for b in birds)
+        marks = HEAD_MARKS[spec["name"]]
+        assert all((b[key] is not None) == (key in marks) for b in birds for key in ("cap", "throat", "stripe"))
+    with pytest.raises(ValueError, match="poses"):
+        generate_toy_birds(Path("unused"), head_marks=True)
+
+
 def _crown_in_box(box, landmarks, facing_left):
     """The crown's place inside the box, as fractions of its width and height, mirrored
     for birds facing left."""

@@ -22,6 +22,10 @@ outside the photo, or under something in front. Every landmark names the drawn p
 sits on (``ToyBird.landmark_parts``), which the tests check.
 
     python -m tinyinterp.data.toy_birds --poses --out DIR --train-per-species 100 --test-per-species 210
+
+``--head-marks`` (``head_marks=True``) draws a second design: the species share their body
+plumages and are told apart by the head alone, drawn 1.4x larger (the studies compare
+both: studies/README.md).
 """
 import math
 from collections import namedtuple
@@ -42,6 +46,21 @@ P_TUCKED_LEGS = 0.20        # of the birds with folded wings (spread wings alway
 HEAD_POSES = (("forward", 0.40), ("raised", 0.20), ("lowered", 0.20), ("back", 0.20))
 BODY_POSES = (("level", 0.45), ("upright", 0.40), ("forward", 0.15))
 _BEAK_ANGLE = 0.15          # toy_birds draws the beak this far below the horizontal
+
+# The head-marks design (``head_marks=True``): the species share four body plumages (and
+# wing bars and spots at random), so only the head tells them apart: its marks below
+# (the other species keep theirs), a head 1.4x larger, and the beak and tail as before.
+BODY_PLUMAGES = (((140, 100, 70), (215, 190, 160), (105, 75, 50)),
+                 ((120, 120, 125), (228, 228, 228), (90, 90, 95)),
+                 ((115, 125, 70), (222, 215, 170), (85, 95, 55)),
+                 ((60, 90, 150), (215, 205, 190), (45, 70, 125)))
+HEAD_MARKS = {"Red_Capped_Finch": dict(cap=(205, 40, 40)),
+              "Bar_Winged_Warbler": dict(throat=(235, 210, 60)),
+              "Spotted_Thrush": dict(stripe=(240, 230, 200)),
+              "Fork_Tailed_Swallow": dict(throat=(180, 90, 50), cap=(30, 45, 110)),
+              "Dagger_Billed_Kingfisher": dict(throat=(235, 235, 225), stripe=(20, 30, 60),
+                                               cap=(50, 100, 190))}
+HEAD_SCALE = 1.4
 
 # The part each landmark sits on (drawn names: the near side is the right one).
 LANDMARK_PART = {"back": "body", "breast": "body", "belly": "body", "beak": "beak",
@@ -216,9 +235,25 @@ occluders: (polygon, colour) drawn in front of the bird; pose: ``random_pose``'s
 and the facing."""
 
 
-def render_bird(spec, rng, size):
-    """Draw one photo of species ``spec`` (a ``toy_birds.SPECIES`` entry) with ``rng``."""
+def _head_marks_jitter(spec, rng):
+    """The head-marks design's bird: the species' head marks and larger head, a shared
+    body plumage drawn at random, wing bars and spots at random."""
+    spec = dict(spec, head=spec["head"] * HEAD_SCALE)
+    if spec["name"] in HEAD_MARKS:
+        for key in ("cap", "throat", "stripe"):
+            spec.pop(key, None)
+        spec.update(HEAD_MARKS[spec["name"]])
     p = _jitter(spec, rng)
+    p["back"], p["belly"], p["wing"] = BODY_PLUMAGES[int(rng.integers(len(BODY_PLUMAGES)))]
+    p["bars"] = int(rng.integers(3)) if rng.random() < 0.3 else 0
+    p["spots"] = bool(rng.random() < 0.2)
+    return p
+
+
+def render_bird(spec, rng, size, head_marks=False):
+    """Draw one photo of species ``spec`` (a ``toy_birds.SPECIES`` entry) with ``rng``;
+    ``head_marks``: the design where only the head tells the species apart."""
+    p = _head_marks_jitter(spec, rng) if head_marks else _jitter(spec, rng)
     pose = random_pose(rng)
     shapes, marks = posed_bird(p, pose, rng)
     facing_left = bool(rng.random() < 0.5)
