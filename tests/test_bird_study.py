@@ -230,8 +230,8 @@ def test_evaluate_reruns_every_trained_run_and_nothing_else(tmp_path, monkeypatc
 
 
 def test_every_bird_recipe_is_judged_against_a_baseline_trained_alike(tmp_path):
-    """The fair baseline: as many fine-tuning epochs, the same padding, lr schedule and
-    stage-1 net; only the masks and the filter loss differ."""
+    """The fair baseline: as many fine-tuning epochs, the same padding, lr schedule, crop
+    and stage-1 net; only the masks and the filter loss differ."""
     def last(cmd, flag, default):
         return cmd[len(cmd) - 1 - cmd[::-1].index(flag) + 1] if flag in cmd else default
 
@@ -241,5 +241,6 @@ def test_every_bird_recipe_is_judged_against_a_baseline_trained_alike(tmp_path):
         base = bs.BASELINES.get(recipe, "baseline")
         a, b = bs.job_command(tmp_path, 64, 0, recipe), bs.job_command(tmp_path, 64, 0, base)
         for flag, default in (("--finetune-epochs", None), ("--padding-mode", "zeros"),
-                              ("--lr-schedule", "cosine"), ("--pretrained", None)):
+                              ("--lr-schedule", "cosine"), ("--crop-margin", "0.1"),
+                              ("--pretrained", None)):
             assert last(a, flag, default) == last(b, flag, default), (recipe, base, flag)

@@ -121,6 +121,7 @@ BAD_ARGUMENTS = [
     (["--pretrained", "no/such.npz"], "--pretrained no/such.npz"),
     (["--resume", "--overwrite"], "--resume"),
     (["--task", "cat"], "--task"),
+    (["--crop-margin", "-0.1"], "--crop-margin"),
 ]
 
 

@@ -32,7 +32,8 @@ class TrainConfig:
     classes: list = None  # CUB class ids, or None for all
     images_per_class: int = None
     size: int = 64  # input side in pixels
-    crop: str = "box"  # "box": the bird's box + 10%; "whole": the whole image
+    crop: str = "box"  # "box": the bird's box + crop_margin; "whole": the whole image
+    crop_margin: float = 0.1  # the box crop's margin on each side, a fraction of the box
     # "species": one class per species, softmax; "bird": bird vs. not (paper's CUB setting),
     # one logistic output, the negatives from `negatives` (None: background crops)
     task: str = "species"
@@ -67,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: lr_schedule must be one of {LR_SCHEDULES}, "
                              f"got {self.lr_schedule!r}")
         check_padding_mode(self.padding_mode, who="TrainConfig: ")
+        if not self.crop_margin >= 0:
+            raise ValueError(f"TrainConfig: crop_margin must be >= 0, got {self.crop_margin!r}")
         if not (isinstance(self.eval_every, int) and self.eval_every >= 1):
             raise ValueError(f"TrainConfig: eval_every must be an integer >= 1, got {self.eval_every!r}")
 
@@ -79,10 +82,10 @@ def load_data(cfg):
 
     if cfg.task == "bird":
         ds = load_bird_task(cfg.data, classes=cfg.classes, images_per_class=cfg.images_per_class,
-                            size=cfg.size, negatives=cfg.negatives)
+                            size=cfg.size, margin=cfg.crop_margin, negatives=cfg.negatives)
     else:
         ds = load_cub(cfg.data, classes=cfg.classes, images_per_class=cfg.images_per_class,
-                      size=cfg.size, crop=cfg.crop)
+                      size=cfg.size, crop=cfg.crop, margin=cfg.crop_margin)
     train, test = ds.split("train"), ds.split("test")
     mean, std = train.mean_std()
     return ds, train, test, mean, std
@@ -91,7 +94,7 @@ def load_data(cfg):
 def data_key(cfg):
     """What decides a config's data: nets with equal keys share one load_data."""
     return json.dumps([cfg.data, cfg.classes, cfg.images_per_class, cfg.size, cfg.crop,
-                       cfg.task, cfg.negatives])
+                       cfg.crop_margin, cfg.task, cfg.negatives])
 
 
 def load_data_once(cfg, loaded):

@@ -57,8 +57,11 @@ def add_train_parser(sub):
                    help="bird task: a folder of non-bird images, used whole "
                         "(default: background crops from the birds' own photos)")
     p.add_argument("--crop", choices=["box", "whole"], default=d.crop,
-                   help="input: the bird's box enlarged by 10%% (as the paper's CUB "
+                   help="input: the bird's box enlarged by --crop-margin (as the paper's CUB "
                         "protocol) or the whole image")
+    p.add_argument("--crop-margin", type=nonnegative_float, default=d.crop_margin, metavar="F",
+                   help="the box crop's margin on each side, a fraction of the box's width "
+                        "(left, right) and height (top, bottom)")
     p.add_argument("--epochs", type=positive_int, default=d.epochs,
                    help="epochs from random weights (with --protocol finetune: of stage 1)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, metavar="N",
@@ -195,7 +198,8 @@ def cmd_train(args):
     check_train_args(args)
     crop = args.crop
     base = TrainConfig(data=args.data, classes=args.classes, images_per_class=args.images_per_class,
-                       size=args.size, crop=crop, task=args.task, negatives=args.negatives,
+                       size=args.size, crop=crop, crop_margin=args.crop_margin, task=args.task,
+                       negatives=args.negatives,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        eval_every=args.eval_every, seed=args.seed, device=args.device,
                        padding_mode=args.padding_mode, lr_schedule=args.lr_schedule,
@@ -272,11 +276,16 @@ def describe_data(folder, cfg, data):
         r = ds.report
         print(f"data: {folder}: bird vs. not, {int(train.labels.sum())} birds + "
               f"{int((train.labels == 0).sum())} non-birds train / {int(test.labels.sum())} + "
-              f"{int((test.labels == 0).sum())} test at {cfg.size} px")
+              f"{int((test.labels == 0).sum())} test at {cfg.size} px ({crop_words(cfg)})")
         print(f"  {read_report(r)}; negatives: {negatives_report(r['negatives'])}")
     else:
         print(f"data: {folder}: {len(ds.class_ids)} classes, {len(train)} train / "
-              f"{len(test)} test images at {cfg.size} px ({cfg.crop} crop); {read_report(ds.report)}")
+              f"{len(test)} test images at {cfg.size} px ({crop_words(cfg)}); {read_report(ds.report)}")
+
+
+def crop_words(cfg):
+    """The crop in words: "box crop, margin 10%" or "whole crop"."""
+    return f"box crop, margin {cfg.crop_margin:.0%}" if cfg.crop == "box" else f"{cfg.crop} crop"
 
 
 def negatives_report(n):
