@@ -3,7 +3,8 @@
 Trains every recipe on the toy birds (``data_samples/``), on the toy birds in poses (whose
 parts move inside the box; generated on first use into ``runs/posed_birds/``: 5 species,
 100 train and 210 test photos each, seed 0; ``posed-head``: the same with species told
-apart by the head alone, ``runs/posed_birds_head/``) and, when it is there, on the real
+apart by the head alone, ``runs/posed_birds_head/``; ``posed-repeat``: and the head's mark
+repeated on the tail, ``runs/posed_birds_repeat/``) and, when it is there, on the real
 10-species CUB subset (``cub_real_subset/`` in the folder ``TINYINTERP_DATA`` names),
 over several seeds, through the ordinary command line (``python -m tinyinterp train`` /
 ``evaluate``), then prints the table of means and spreads::
@@ -38,6 +39,7 @@ DATASETS = {
     "toy": (ROOT / "data_samples" / "toy_birds", 12, 6),
     "posed": (ROOT / "runs" / "posed_birds", 12, 6),
     "posed-head": (ROOT / "runs" / "posed_birds_head", 12, 6),
+    "posed-repeat": (ROOT / "runs" / "posed_birds_repeat", 12, 6),
     "real": (data_root() / "cub_real_subset", 40, 15),  # $TINYINTERP_DATA, else ../shared
 }
 # recipe: (protocol, nets, extra train flags). Strengths: the filter-loss gradient at the
@@ -96,7 +98,8 @@ def jobs_in_order(datasets, seeds, recipes):
 
 
 POSED_SET = dict(n_species=5, train_per_species=100, test_per_species=210, seed=0, poses=True)
-GENERATED = {"posed": POSED_SET, "posed-head": dict(POSED_SET, head_marks=True)}
+GENERATED = {"posed": POSED_SET, "posed-head": dict(POSED_SET, head_marks=True),
+             "posed-repeat": dict(POSED_SET, head_marks=True, repeat_mark=True)}
 
 
 def make_generated_set(name):

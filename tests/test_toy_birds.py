@@ -166,6 +166,24 @@ def test_head_marks_design():
         assert all((b[key] is not None) == (key in marks) for b in birds for key in ("cap", "throat", "stripe"))
     with pytest.raises(ValueError, match="poses"):
         generate_toy_birds(Path("unused"), head_marks=True)
+    with pytest.raises(ValueError, match="head_marks"):
+        generate_toy_birds(Path("unused"), poses=True, repeat_mark=True)
+
+
+def test_repeat_mark_paints_the_tail_in_the_heads_colour():
+    """repeat_mark: the tail's polygon takes the colour of the head's first mark (the finch's
+    red cap), and nothing else of the drawing or its landmarks changes."""
+    finch = SPECIES[0]
+    plain = render_bird(finch, np.random.default_rng([9, 0]), 96, head_marks=True)
+    marked = render_bird(finch, np.random.default_rng([9, 0]), 96, head_marks=True, repeat_mark=True)
+    assert np.array_equal(plain.landmarks, marked.landmarks) and plain.box == marked.box
+    tail = PART_NAMES.index("tail")
+    assert plain.visible[tail]  # this seed shows its tail
+    x, y = np.rint(plain.landmarks[tail]).astype(int) - 1
+    for bird, is_red in ((marked, True), (plain, False)):
+        colour = np.asarray(bird.image, float)[y:y + 3, x:x + 3].mean((0, 1))
+        assert (colour[0] > 120 and colour[0] > colour[1] + 60) == is_red  # the cap's red
+    assert np.asarray(plain.image).tobytes() != np.asarray(marked.image).tobytes()
 
 
 def _crown_in_box(box, landmarks, facing_left):

@@ -24,8 +24,9 @@ sits on (``ToyBird.landmark_parts``), which the tests check.
     python -m tinyinterp.data.toy_birds --poses --out DIR --train-per-species 100 --test-per-species 210
 
 ``--head-marks`` (``head_marks=True``) draws a second design: the species share their body
-plumages and are told apart by the head alone, drawn 1.4x larger (the studies compare
-both: studies/README.md).
+plumages and are told apart by the head alone, drawn 1.4x larger; ``--repeat-mark`` a
+third: the same, with the tail in the colour of the head's mark (the studies compare
+them: studies/README.md).
 """
 import math
 from collections import namedtuple
@@ -147,7 +148,7 @@ def posed_bird(p, pose, rng):
         shapes += wing
     tail, tail_mark = _tail_polygon({**p, "tail_tilt": pose["tail_tilt"]},
                                     np.array([-0.85, -0.10 * a]))
-    shapes.append((on_body(tail), p["wing"], "tail"))
+    shapes.append((on_body(tail), p.get("tail_colour") or p["wing"], "tail"))
     marks["tail"] = on_body(tail_mark)
     body = [(_ellipse(0, 0, 1, a), p["back"]),
             (_ellipse(0, 0, 1, a, t0=-0.35, t1=math.pi + 0.15), p["belly"])]
@@ -250,10 +251,14 @@ def _head_marks_jitter(spec, rng):
     return p
 
 
-def render_bird(spec, rng, size, head_marks=False):
+def render_bird(spec, rng, size, head_marks=False, repeat_mark=False):
     """Draw one photo of species ``spec`` (a ``toy_birds.SPECIES`` entry) with ``rng``;
-    ``head_marks``: the design where only the head tells the species apart."""
+    ``head_marks``: the design where only the head tells the species apart;
+    ``repeat_mark`` (with it): the tail drawn in the colour of the head's first mark (cap,
+    throat or stripe), so that the species' colour shows on two parts."""
     p = _head_marks_jitter(spec, rng) if head_marks else _jitter(spec, rng)
+    if repeat_mark:
+        p["tail_colour"] = next(p[k] for k in ("cap", "throat", "stripe") if p[k] is not None)
     pose = random_pose(rng)
     shapes, marks = posed_bird(p, pose, rng)
     facing_left = bool(rng.random() < 0.5)

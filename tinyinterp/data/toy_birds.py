@@ -350,13 +350,15 @@ def _write_manifest(out_dir):
 
 
 def generate_toy_birds(out_dir, n_species=5, train_per_species=40, test_per_species=60,
-                       image_size=128, seed=0, overwrite=False, poses=False, head_marks=False):
+                       image_size=128, seed=0, overwrite=False, poses=False, head_marks=False,
+                       repeat_mark=False):
     """Write a drawn-bird dataset in the CUB-200-2011 layout to ``out_dir``; return its Path.
 
     Species i (1-based) is ``SPECIES[i-1]``; image ids run species by species. Within a
     species the train/test flags are shuffled (seeded), as in CUB. Images are JPEG.
     ``poses=True`` draws the birds of ``posed_birds`` (parts that move inside the box),
-    ``head_marks=True`` too its design where only the head tells the species apart.
+    ``head_marks=True`` too its design where only the head tells the species apart, and
+    ``repeat_mark=True`` with it the tail in the colour of the head's mark.
     """
     if not 1 <= n_species <= MAX_SPECIES:
         raise ValueError(f"n_species must be in 1..{MAX_SPECIES}, got {n_species}")
@@ -366,11 +368,13 @@ def generate_toy_birds(out_dir, n_species=5, train_per_species=40, test_per_spec
         raise ValueError(f"image_size must be >= 32, got {image_size}")
     if head_marks and not poses:
         raise ValueError("head_marks=True draws posed birds: pass poses=True too")
+    if repeat_mark and not head_marks:
+        raise ValueError("repeat_mark=True repeats a head mark: pass head_marks=True too")
     if poses:
         from .posed_birds import render_bird  # posed_birds builds on this module
 
         def render(spec, rng, size):
-            return render_bird(spec, rng, size, head_marks=head_marks)
+            return render_bird(spec, rng, size, head_marks=head_marks, repeat_mark=repeat_mark)
     else:
         render = _render
     out_dir = Path(out_dir)
@@ -406,13 +410,15 @@ def main(argv=None):
                         help="birds in poses whose parts move inside their box (posed_birds)")
     parser.add_argument("--head-marks", action="store_true",
                         help="with --poses: species told apart by the head alone (shared body plumages)")
+    parser.add_argument("--repeat-mark", action="store_true",
+                        help="with --head-marks: the tail in the colour of the head's mark")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing folder written by this generator")
     args = parser.parse_args(argv)
     out = generate_toy_birds(args.out, args.n_species, args.train_per_species,
                              args.test_per_species, args.image_size, args.seed,
                              overwrite=args.overwrite, poses=args.poses,
-                             head_marks=args.head_marks)
+                             head_marks=args.head_marks, repeat_mark=args.repeat_mark)
     print(f"wrote {out}")
 
 
