@@ -3,7 +3,10 @@
 #   1. the tests marked `gpu` (the same checks as on the CPU, on CuPy arrays);
 #   2. `bench.py --device gpu --quick` (CuPy against PyTorch CUDA, when installed);
 #   3. the main command, `python -m tinyinterp train --device gpu`, timed end to end;
-#   4. the same with `--task bird` (bird vs. not on the toy birds).
+#   4. the same with `--task bird` (bird vs. not on the toy birds);
+#   5. the training steps with GPU_CONCURRENT (12) workers of each library at once, beside
+#      the single run (`bench.py --concurrent`; start CUDA's MPS daemon first to share the
+#      GPU as the studies do: nvidia-cuda-mps-control -d).
 # Each step has its own time limit, so a hang in one still leaves the others' output.
 # Usage (from the repository root): bash benchmarks/gpu_check.sh [OUTDIR]
 # OUTDIR (default gpu_check_out/) receives the logs and the benchmark's JSON; the runs go
@@ -42,3 +45,8 @@ start=$(date +%s)
 timeout "${GPU_TRAIN_LIMIT:-150}" "$py" -m tinyinterp train --task bird --device gpu --overwrite \
   --out "${GPU_TRAIN_OUT:-$out/runs}_bird" 2>&1 | tee "$out/train_bird_gpu.log" | tail -25
 echo "train --task bird took $(( $(date +%s) - start )) s"
+
+echo "== 5. bench.py --device gpu --only step --concurrent ${GPU_CONCURRENT:-12}"
+timeout "${GPU_BENCH_LIMIT:-150}" "$py" benchmarks/bench.py --device gpu --only step \
+  --concurrent "${GPU_CONCURRENT:-12}" --json "$out/bench_gpu_concurrent.json" 2>&1 \
+  | tee "$out/bench_gpu_concurrent.log" | tail -40
