@@ -338,7 +338,7 @@ def count_step(interpretable, batch=32, size=64, seed=0):
             x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
             labels = rng.integers(0, NUM_CLASSES, batch)
             TALLY.on = step == 1
-            train_step(model, criterion, opt, x, labels, lr=0.01)
+            train_step(model, criterion, opt, x, labels, lr=0.01, device="gpu")
         TALLY.on = False
     return TALLY, model
 

@@ -85,7 +85,7 @@ def loss_targets(cfg, labels):
 LOG_EVERY = 20  # training steps between two reads of the logged values by the host
 
 
-def train_step(model, criterion, opt, x, labels, lr, device="gpu", as_targets=None):
+def train_step(model, criterion, opt, x, labels, lr, device="cpu", as_targets=None):
     """One training step on a host batch: the labels checked on the host, the batch
     uploaded, forward, task loss, backward (no gradient for the images), SGD at ``lr``,
     the learned mask slopes. ``as_targets`` turns the labels into the loss's targets.

@@ -35,9 +35,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .cub import PART_NAMES
-from .toy_birds import (_PALETTE, SUPERSAMPLE, _background, _band, _ellipse, _head_shapes, _jitter,
-                        _leg_shapes, _palette_colour, _photo_and_box, _swap_sides, _tail_polygon,
-                        _wing_shapes)
+from .toy_birds import (_PALETTE, SUPERSAMPLE, WING_BAR, _background, _band, _ellipse, _head_shapes,
+                        _jitter, _leg_shapes, _near, _palette_colour, _photo_and_box, _swap_sides,
+                        _tail_polygon, _wing_bar, _wing_shapes)
 
 BIRD_EXTENT = (0.32, 0.55)  # the bird's longer side, as a fraction of the photo's side
 P_CUT_BY_FRAME = 0.12       # share of photos whose edge cuts the bird
@@ -110,10 +110,8 @@ def _spread_wing(p, root, angle, colour, part):
     shapes = [(_ellipse(*centre, 0.5 * length, width, angle), colour, part)]
     rot = _rotation(angle)
     for u0 in (0.12, 0.30)[:p["bars"]]:
-        u = np.array([u0, u0 + 0.08]) * length
-        v = 0.92 * width * np.sqrt(1 - (u / (0.5 * length)) ** 2)
-        quad = np.array([[u[0], -v[0]], [u[1], -v[1]], [u[1], v[1]], [u[0], v[0]]])
-        shapes.append((quad @ rot.T + centre, (235, 235, 225), part))
+        bar = _wing_bar(np.array([u0, u0 + 0.08]) * length, 0.5 * length, width, rot, centre)
+        shapes.append((bar, WING_BAR, part))
     return shapes, centre
 
 
@@ -214,14 +212,13 @@ def _occluders(rng, marks_px, scale):
     for _ in range(int(rng.integers(1, 3))):
         centre = marks_px[names[int(rng.integers(len(names)))]] + rng.normal(0, 0.3 * scale, 2)
         if rng.random() < 0.7:  # a leaf
-            colour = _palette_colour(rng, 25) if rng.random() < 0.5 else tuple(
-                int(v) for v in np.clip(_PALETTE[1] + rng.normal(0, 20, 3), 0, 255))
+            colour = _palette_colour(rng, 25) if rng.random() < 0.5 else _near(_PALETTE[1], rng, 20)
             rx, ry = rng.uniform([0.25, 0.12], [0.45, 0.22]) * scale
             shapes.append((_ellipse(*centre, rx, ry, rng.uniform(0, math.pi), n=24), colour))
         else:  # a twig across the bird
             t = rng.uniform(0, math.pi)
             d = np.array([math.cos(t), math.sin(t)]) * scale
-            colour = tuple(int(v) for v in np.clip(_PALETTE[3] + rng.normal(0, 25, 3), 0, 255))
+            colour = _near(_PALETTE[3], rng, 25)
             shapes.append((_band(centre - 1.5 * d, centre + 1.5 * d,
                                  rng.uniform(0.1, 0.18) * scale), colour))
     return shapes

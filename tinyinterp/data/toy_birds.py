@@ -66,6 +66,7 @@ SPECIES = (
 _DEFAULTS = dict(cap=None, bars=0, spots=False, throat=None, stripe=None,
                  beak_col=(50, 45, 40), leg=(90, 70, 60))
 MAX_SPECIES = len(SPECIES)
+WING_BAR = (235, 235, 225)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -155,11 +156,17 @@ def _wing_shapes(p):
     shapes = [(_ellipse(*centre, rx, ry, angle), p["wing"])]
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     for u0 in (0.05 * rx, -0.30 * rx)[:p["bars"]]:
-        u = np.array([u0, u0 + 0.14 * rx])
-        v = 0.92 * ry * np.sqrt(1 - (u / rx) ** 2)  # bar ends stay inside the wing
-        quad = np.array([[u[0], -v[0]], [u[1], -v[1]], [u[1], v[1]], [u[0], v[0]]])
-        shapes.append((quad @ rot.T + centre, (235, 235, 225)))
+        shapes.append((_wing_bar(np.array([u0, u0 + 0.14 * rx]), rx, ry, rot, centre),
+                       WING_BAR))
     return shapes, centre
+
+
+def _wing_bar(u, rx, ry, rot, centre):
+    """A light bar across an ellipse wing (half-axes rx, ry, rotation ``rot``, ``centre``)
+    from u[0] to u[1] along its long axis; its ends stay inside the wing."""
+    v = 0.92 * ry * np.sqrt(1 - (u / rx) ** 2)
+    quad = np.array([[u[0], -v[0]], [u[1], -v[1]], [u[1], v[1]], [u[0], v[0]]])
+    return quad @ rot.T + centre
 
 
 def _leg_shapes(p, hip_x, colour):
@@ -203,8 +210,12 @@ _PALETTE = np.array([(150, 190, 230), (70, 120, 60), (190, 170, 110), (110, 85, 
 
 
 def _palette_colour(rng, spread=20.0):
-    col = _PALETTE[rng.integers(len(_PALETTE))] + rng.normal(0, spread, 3)
-    return tuple(int(v) for v in np.clip(col, 0, 255))
+    return _near(_PALETTE[rng.integers(len(_PALETTE))], rng, spread)
+
+
+def _near(colour, rng, spread):
+    """``colour`` plus Gaussian noise of ``spread`` per channel, as an RGB tuple."""
+    return tuple(int(v) for v in np.clip(colour + rng.normal(0, spread, 3), 0, 255))
 
 
 def _background(rng, n):
@@ -224,7 +235,7 @@ def _background(rng, n):
     draw = ImageDraw.Draw(canvas)
     for _ in range(rng.integers(0, 4)):  # branches crossing the scene
         p, q = rng.uniform(-0.1, 1.1, (2, 2)) * n
-        col = tuple(int(v) for v in np.clip(_PALETTE[3] + rng.normal(0, 25, 3), 0, 255))
+        col = _near(_PALETTE[3], rng, 25)
         draw.polygon([tuple(v) for v in _band(p, q, rng.uniform(0.015, 0.045) * n)], fill=col)
     for _ in range(rng.integers(0, 13)):  # leaves; some in arbitrary colours as distractors
         cx, cy = rng.uniform(0, n, 2)
