@@ -103,6 +103,14 @@ def nonnegative_float(text):
     return _number(float, text, 0.0)
 
 
+def positive_float(text):
+    """An argparse type: a finite number > 0."""
+    value = _number(float, text, 0.0)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 # ---- running a subcommand ----
 
 def debugging(args):

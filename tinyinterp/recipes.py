@@ -55,4 +55,6 @@ def mask_options_from(args):
         opts["lam"] = args.lam
     if getattr(args, "learn_beta", False):  # only when asked: older configs stay as they were
         opts["learn_beta"] = True
+    if getattr(args, "mask_beta", None) is not None:  # likewise: only when asked
+        opts["beta"] = args.mask_beta
     return opts

@@ -15,11 +15,12 @@ from pathlib import Path
 from .backend import device_module
 from .checkpoint import load_checkpoint
 from .cli import (Interrupted, UsageError, UserError, add_parser, nonnegative_float, nonnegative_int,
-                  positive_int)
+                  positive_float, positive_int)
 from .evaluate import evaluate_runs, evaluation_files, format_table
 from .metrics import PROTOCOLS
 from .recipes import RECIPES, apply_recipe, mask_options_from
 from .runs import TrainConfig, data_key, load_data, net_dirs
+from .templates import BETA
 from .train import TrainingDiverged, format_test_result, train_one
 from .vgg import input_step
 from .visualize import PICTURE_PATTERNS, visualize_runs
@@ -133,6 +134,10 @@ def add_train_parser(sub):
     g.add_argument("--learn-beta", action="store_true",
                    help="learn the mask's slope per filter as the authors' code does (starts at 2, "
                         "moves toward 3 / the spread of the filter's activation, within [1.5, 3])")
+    g.add_argument("--mask-beta", type=positive_float, metavar="BETA",
+                   help="the templates' slope beta (argmax mask): the mask keeps the cells "
+                        "within n / beta of mu_hat (L1, n the map's side); 2 keeps a diamond "
+                        f"twice as wide (default: {BETA:g}, the paper's)")
     p.set_defaults(func=cmd_train)
 
 
@@ -141,6 +146,9 @@ def check_train_args(args):
     before anything is loaded or made. Fills in the recipe's defaults."""
     apply_recipe(args)
     d = TrainConfig()
+    if getattr(args, "mask_beta", None) is not None and (args.mask != "argmax" or args.learn_beta):
+        raise UsageError("--mask-beta sets the argmax mask's fixed slope: not with --mask centroid "
+                         "or --learn-beta (they set their own)")
     if args.size % input_step(d.widths):
         raise UsageError(f"--size {args.size}: the small VGG takes multiples of "
                          f"{input_step(d.widths)} (it halves its input {len(d.widths) + 1} times)")
