@@ -132,6 +132,9 @@ BASELINES["authors-x10-margin25"] = "baseline-margin25"
 RECIPES.update({
     "authors-x10-beta2": ("bird", "interpretable", X10 + ["--mask-beta", "2"]),
     "authors-x10-beta1": ("bird", "interpretable", X10 + ["--mask-beta", "1"]),
+    # x10 with either slope overflows within the first epoch on CUB (studies/README.md)
+    "authors-x3-beta2": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3",
+                                                   "--mask-beta", "2"]),
 })
 PRETRAIN_OF = {recipe: "pretrain-replicate" for recipe in RECIPES if "replicate" in recipe}
 PRETRAIN_OF.update({"baseline-strong-stage1": "pretrain-strong", "authors-x10-strong-stage1": "pretrain-strong"})
