@@ -136,8 +136,30 @@ RECIPES.update({
     "authors-x3-beta2": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3",
                                                    "--mask-beta", "2"]),
 })
+# the mask's part position off the map's outer ring (docs/paper.md#inner-parts), where the
+# tracking filters found the box crop's edge; the baseline has no mask, so it is the
+# baseline of as many epochs
+INNER = ["--inner-parts"]
+RECIPES.update({
+    "authors-x10-inner": ("bird", "interpretable", X10 + INNER),
+    "authors-x10-inner-32ep": ("bird", "interpretable", X10 + INNER + _epochs(32)),
+})
+BASELINES["authors-x10-inner-32ep"] = "baseline-32ep"
+# a deeper net, for 128 px: a fourth block of convs (and pool) under the top conv keeps its
+# maps at 8x8, as at 64 px, and doubles what each of its units sees; at 112 px, with three
+# blocks and 14x14 maps, no recipe tracked (studies/README.md). Its sizes are multiples of
+# 32: run these with --sizes 128.
+DEEP = ["--widths", "32", "64", "128", "128"]
+PRETRAINS["pretrain-deep"] = DEEP
+RECIPES.update({
+    "baseline-deep": ("bird", "ordinary", DEEP),
+    "authors-x10-deep": ("bird", "interpretable", X10 + DEEP),
+    "authors-x3-deep": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3"] + DEEP),
+})
+BASELINES.update({"authors-x10-deep": "baseline-deep", "authors-x3-deep": "baseline-deep"})
 PRETRAIN_OF = {recipe: "pretrain-replicate" for recipe in RECIPES if "replicate" in recipe}
 PRETRAIN_OF.update({"baseline-strong-stage1": "pretrain-strong", "authors-x10-strong-stage1": "pretrain-strong"})
+PRETRAIN_OF.update({recipe: "pretrain-deep" for recipe in RECIPES if recipe.endswith("-deep")})
 SIZES = (64, 112)
 
 

@@ -230,10 +230,17 @@ def test_evaluate_reruns_every_trained_run_and_nothing_else(tmp_path, monkeypatc
 
 
 def test_every_bird_recipe_is_judged_against_a_baseline_trained_alike(tmp_path):
-    """The fair baseline: as many fine-tuning epochs, the same padding, lr schedule, crop
-    and stage-1 net; only the masks and the filter loss differ."""
+    """The fair baseline: as many fine-tuning epochs, the same padding, lr schedule, crop,
+    stage-1 net and conv blocks (those of its stage-1 net); only the masks and the filter
+    loss differ."""
     def last(cmd, flag, default):
         return cmd[len(cmd) - 1 - cmd[::-1].index(flag) + 1] if flag in cmd else default
+
+    def widths(cmd):  # the values after --widths, up to the next flag (the same net under it)
+        if "--widths" not in cmd:
+            return None
+        rest = cmd[cmd.index("--widths") + 1:]
+        return rest[:next((i for i, v in enumerate(rest) if v.startswith("--")), len(rest))]
 
     for recipe, (task, net, _) in bs.RECIPES.items():
         if task != "bird" or net != "interpretable":
@@ -244,3 +251,4 @@ def test_every_bird_recipe_is_judged_against_a_baseline_trained_alike(tmp_path):
                               ("--lr-schedule", "cosine"), ("--crop-margin", "0.1"),
                               ("--pretrained", None)):
             assert last(a, flag, default) == last(b, flag, default), (recipe, base, flag)
+        assert widths(a) == widths(b) == widths(bs.job_command(tmp_path, 64, 0, bs.pretrain_of(recipe))), recipe

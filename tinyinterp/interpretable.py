@@ -65,6 +65,9 @@ class InterpretableMask(Layer):
         gradient, tau, alpha, beta, scale_normalise, min_scale, scale_gradient,
             logz_momentum: passed to MutualInformationLoss.
         category_momentum: the EMA momentum of FilterCategories.
+        inner_parts: the mask's part position off the map's outer ring (TemplateMask's
+            ``inner``; argmax mode and the authors' rule only: the exact and the paper's
+            loss score templates at every cell, ring included).
 
     The trainer calls ``set_labels(labels)`` before each forward: (B,) class ids, (B,)
     binary targets when num_classes = 1, or (B, C) targets. Without labels every image
@@ -80,13 +83,16 @@ class InterpretableMask(Layer):
                  mode="argmax", gradient="exact", beta=BETA, tau=None, alpha=None,
                  scale_normalise=False, min_scale=MIN_SCALE, scale_gradient="frozen",
                  logz_momentum=None, category_momentum=CATEGORY_MOMENTUM, learn_beta=False,
-                 beta_rate=BETA_RATE):
+                 beta_rate=BETA_RATE, inner_parts=False):
         super().__init__()
+        if inner_parts and gradient != "authors":
+            raise ValueError(f"InterpretableMask: inner_parts moves the mask the authors' rule reads; "
+                             f"the {gradient!r} loss scores templates at every cell, ring included")
         self.num_filters, self.size, self.num_classes = num_filters, size, num_classes
         if lam is None and gradient == "authors":
             lam = AUTHORS_LAMBDA
         self.lam, self.lambda0 = lam, lambda0
-        self.template_mask = TemplateMask(beta=beta, mode=mode)
+        self.template_mask = TemplateMask(beta=beta, mode=mode, inner=inner_parts)
         self.filter_loss = MutualInformationLoss(
             size, tau=tau, beta=beta, alpha=alpha, gradient=gradient,
             scale_normalise=scale_normalise, min_scale=min_scale,
@@ -216,5 +222,6 @@ class InterpretableMask(Layer):
         extra = ", scale_normalise=True" if self.filter_loss.scale_normalise else ""
         mode = "" if self.template_mask.mode == "argmax" else ", mode='centroid'"
         learned = ", learn_beta=True" if self.learn_beta else ""
+        inner = ", inner_parts=True" if self.template_mask.inner else ""
         return (f"InterpretableMask({self.num_filters}, {self.size}, num_classes={self.num_classes}, "
-                f"{lam}, gradient={self.filter_loss.gradient!r}{mode}{extra}{learned})")
+                f"{lam}, gradient={self.filter_loss.gradient!r}{mode}{extra}{learned}{inner})")

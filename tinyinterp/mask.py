@@ -34,6 +34,11 @@ of signal; the authors' code applies the tau-free mask, and so do we.
 
 The mask is held constant in backward: mu_hat is a discrete choice, so no gradient
 flows through it (docs/paper.md#decision-4-the-mask).
+
+Inner parts (``inner=True``, argmax mode; ours, not the paper's): mu_hat is the argmax
+over the cells off the map's outer ring, so the mask, and the authors' rule that reads
+it, never centre a part on the ring, where at 64 px the box crop's edge lies
+(docs/paper.md#inner-parts).
 """
 import numpy as np
 
@@ -49,13 +54,23 @@ MODES = ("argmax", "centroid")
 
 # ---- the paper: argmax position, template shape ----
 
-def argmax_positions(x):
+def argmax_positions(x, inner=False):
     """mu_hat = argmax_ij x_ij per map, as the flat index k = i*n + j (first on ties).
 
-    Args: x (B, F, n, n). Returns: (B, F) integer array.
+    ``inner``: the argmax over the map's inner (n - 2) x (n - 2) cells only, off its outer
+    ring (a lever of ours, not the paper's: a part position is never on the ring; ties
+    to the first inner cell in row-major order). Needs n >= 3.
+
+    Args: x (B, F, n, n). Returns: (B, F) integer array, flat indices into the n x n map.
     """
     B, F, n, _ = x.shape
-    return x.reshape(B, F, n * n).argmax(axis=2)
+    if not inner:
+        return x.reshape(B, F, n * n).argmax(axis=2)
+    if n < 3:
+        raise ValueError(f"argmax_positions: a {n}x{n} map has no cell off its outer ring")
+    m = n - 2
+    k = x[:, :, 1:-1, 1:-1].reshape(B, F, m * m).argmax(axis=2)
+    return (k // m + 1) * n + (k % m + 1)
 
 
 def template_shape(mu_hat, n, beta=BETA, like=None):
@@ -183,11 +198,14 @@ class TemplateMask(Layer):
         ``mask`` (B, F, n, n): max(signed_mask, 0), what forward and backward multiply by.
     """
 
-    def __init__(self, beta=BETA, mode="argmax", beta_c=BETA_CENTROID):
+    def __init__(self, beta=BETA, mode="argmax", beta_c=BETA_CENTROID, inner=False):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"TemplateMask: mode must be one of {MODES}, got {mode!r}")
-        self.beta, self.mode, self.beta_c = beta, mode, beta_c
+        if inner and mode != "argmax":
+            raise ValueError("TemplateMask: inner=True picks the argmax off the outer ring; "
+                             "the centroid mode has no argmax")
+        self.beta, self.mode, self.beta_c, self.inner = beta, mode, beta_c, inner
         self.channel_beta = None  # (F,) learned slopes beta_c, in either mode (module docstring)
         self.mu_hat = self.signed_mask = self.mask = None
 
@@ -199,7 +217,7 @@ class TemplateMask(Layer):
             raise ValueError(f"{self!r}: feature maps must be square, got shape {tuple(x.shape)}")
         learned = self.channel_beta
         if self.mode == "argmax":
-            self.mu_hat = argmax_positions(x)
+            self.mu_hat = argmax_positions(x, self.inner)
             self.signed_mask = template_shape(self.mu_hat, n, self.beta, like=x) if learned is None \
                 else channel_template_shape(self.mu_hat, n, learned, like=x)
         else:
@@ -214,5 +232,5 @@ class TemplateMask(Layer):
 
     def __repr__(self):
         if self.mode == "argmax":
-            return f"TemplateMask(beta={self.beta})"
+            return f"TemplateMask(beta={self.beta}" + (", inner=True)" if self.inner else ")")
         return f"TemplateMask(mode='centroid', beta_c={self.beta_c})"

@@ -57,4 +57,6 @@ def mask_options_from(args):
         opts["learn_beta"] = True
     if getattr(args, "mask_beta", None) is not None:  # likewise: only when asked
         opts["beta"] = args.mask_beta
+    if getattr(args, "inner_parts", False):  # likewise
+        opts["inner_parts"] = True
     return opts

@@ -49,7 +49,7 @@ def add_train_parser(sub):
     p.add_argument("--images-per-class", type=positive_int, metavar="N",
                    help="use the first N images of each class (default: all)")
     p.add_argument("--size", type=positive_int, default=d.size, metavar="PX",
-                   help=f"input side in pixels, a multiple of {input_step(d.widths)}")
+                   help=f"input side in pixels, a multiple of {input_step(d.widths)} with the default --widths")
     p.add_argument("--task", choices=["species", "bird"], default=d.task,
                    help="species: one class per species (softmax); bird: the paper's CUB "
                         "setting, every bird against non-bird images (one logistic output, "
@@ -83,6 +83,11 @@ def add_train_parser(sub):
     p.add_argument("--padding-mode", choices=["zeros", "replicate", "reflect"], default=d.padding_mode,
                    help="every conv's padding, both nets and both stages alike: zeros (the paper's "
                         "nets) or the map's own edge pixels, repeated or mirrored")
+    p.add_argument("--widths", type=positive_int, nargs="+", default=d.widths, metavar="C",
+                   help="channels of the conv blocks, each two 3x3 convs and a 2x2 pool (default: "
+                        f"{' '.join(map(str, d.widths))}); a fourth block ('32 64 128 128') makes the "
+                        "net deeper and doubles what each top-conv unit sees, and --size then a "
+                        "multiple of 32. With --pretrained, give that net's widths")
     p.add_argument("--nets", choices=["both", "ordinary", "interpretable"], default="both",
                    help="which nets to train (and fine-tune)")
     p.add_argument("--out", default="runs/toy_birds", metavar="DIR",
@@ -138,6 +143,9 @@ def add_train_parser(sub):
                    help="the templates' slope beta (argmax mask): the mask keeps the cells "
                         "within n / beta of mu_hat (L1, n the map's side); 2 keeps a diamond "
                         f"twice as wide (default: {BETA:g}, the paper's)")
+    g.add_argument("--inner-parts", action="store_true",
+                   help="the mask's part position is the argmax over the cells off the map's "
+                        "outer ring (ours, not the paper's; argmax mask and the authors' rule)")
     p.set_defaults(func=cmd_train)
 
 
@@ -149,9 +157,13 @@ def check_train_args(args):
     if getattr(args, "mask_beta", None) is not None and (args.mask != "argmax" or args.learn_beta):
         raise UsageError("--mask-beta sets the argmax mask's fixed slope: not with --mask centroid "
                          "or --learn-beta (they set their own)")
-    if args.size % input_step(d.widths):
-        raise UsageError(f"--size {args.size}: the small VGG takes multiples of "
-                         f"{input_step(d.widths)} (it halves its input {len(d.widths) + 1} times)")
+    if getattr(args, "inner_parts", False) and (args.mask != "argmax" or args.filter_loss != "authors"):
+        raise UsageError("--inner-parts moves the argmax mask that the authors' rule reads: only with "
+                         "--mask argmax and --filter-loss authors")
+    step = input_step(args.widths)
+    if args.size % step:
+        raise UsageError(f"--size {args.size}: the small VGG with {len(args.widths)} blocks takes "
+                         f"multiples of {step} (it halves its input {len(args.widths) + 1} times)")
     for flag, value in (("--data", args.data), ("--negatives", args.negatives)):
         if value is not None and not Path(value).is_dir():
             raise UsageError(f"{flag} {value}: no such folder")
@@ -170,7 +182,12 @@ def check_train_args(args):
                         f"(or choose another --out)")
     device_module(args.device)  # a missing GPU fails here, before minutes of loading
     if args.pretrained is not None:
-        load_checkpoint(args.pretrained)  # a corrupt one fails here, before anything is made
+        _, meta = load_checkpoint(args.pretrained)  # a corrupt one fails here, before anything is made
+        widths = meta.get("config", {}).get("widths")
+        if widths is not None and list(widths) != list(args.widths):
+            raise UsageError(f"--pretrained {args.pretrained} has conv blocks of {' '.join(map(str, widths))} "
+                             f"channels, --widths asks for {' '.join(map(str, args.widths))}: give "
+                             f"--widths {' '.join(map(str, widths))}")
 
 
 # what evaluate writes, by either protocol: gone with the weights they describe
@@ -211,7 +228,7 @@ def cmd_train(args):
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        eval_every=args.eval_every, seed=args.seed, device=args.device,
                        padding_mode=args.padding_mode, lr_schedule=args.lr_schedule,
-                       mask_after_pool=args.mask_after_pool, shift=args.shift,
+                       mask_after_pool=args.mask_after_pool, shift=args.shift, widths=list(args.widths),
                        mask_options=mask_options_from(args))
     data = load_data(base)
     loaded = {data_key(base): data}  # the report reuses these instead of loading them again
