@@ -153,7 +153,6 @@ def check_train_args(args):
     """Refuse bad arguments (UsageError) and a run folder not to be replaced (UserError)
     before anything is loaded or made. Fills in the recipe's defaults."""
     apply_recipe(args)
-    d = TrainConfig()
     if getattr(args, "mask_beta", None) is not None and (args.mask != "argmax" or args.learn_beta):
         raise UsageError("--mask-beta sets the argmax mask's fixed slope: not with --mask centroid "
                          "or --learn-beta (they set their own)")
