@@ -14,6 +14,7 @@ masks.
     python studies/bird_study.py run --device gpu --seed-major --jobs 12 --sizes 112   # on a GPU (MPS on)
     python studies/bird_study.py evaluate --jobs 2            # evaluate every trained run again
     python studies/bird_study.py table                        # studies/README.md's tables
+    python studies/bird_study.py parts --sizes 64 --seeds 0 --recipes baseline authors-x10   # per landmark
     python studies/bird_study.py figure --sizes 64 --seeds 0 --recipes authors-x10   # pictures
 
 Runs land in ``runs/bird_study/<size>px/s<seed>/<recipe>/`` with their evaluation.json
@@ -421,15 +422,73 @@ def markdown_table(out, size, seeds, recipes):
     return "\n".join(lines)
 
 
-def table(args):
+def part_values(out, size, seed, recipe, layer="new"):
+    """Per landmark, one finished run's layer: {"ours": {landmark: (instability, control)},
+    "authors": the same by the authors' protocol (empty where it was not run),
+    "tracking": {landmark: (filters that follow it best, of those on the ring)}};
+    None where the run has not finished (or collapsed, or stopped on a NaN)."""
+    v = seed_values(out, size, seed, recipe)
+    if v is None or v["unfinished"] or v.get("collapsed"):
+        return None
+    net = RECIPES[recipe][1]
+    folder = run_dir(out, size, seed, recipe)
+    out_values = {}
+    for key, name in (("ours", "evaluation.json"), ("authors", "evaluation-authors.json")):
+        path = folder / name
+        L = json.loads(path.read_text())[net]["layers"][layer] if path.is_file() else {}
+        out_values[key] = {k: (x, L["control_per_landmark"][k]) for k, x in L.get("per_landmark", {}).items()}
+    e = json.loads((folder / "evaluation.json").read_text())[net]
+    L = e["layers"][layer]
+    ring = L.get("per_filter_border") or [None] * len(L["offset"]["landmark"])
+    tracking = {name: [0, 0] for name in e["landmarks"]}
+    for k, share in zip(L["offset"]["landmark"], ring):
+        if k >= 0:
+            tracking[e["landmarks"][k]][0] += 1
+            tracking[e["landmarks"][k]][1] += int(share is not None and share >= 0.5)
+    out_values["tracking"] = {k: tuple(t) for k, t in tracking.items()}
+    return out_values
+
+
+def parts_table(out, size, seeds, recipes, layer="new"):
+    """Markdown: per recipe, the layer's instability per landmark against its control (ours
+    and the authors' protocol) and which landmark its tracking filters follow; means over
+    the seeds that finished."""
+    lines = [f"| recipe | seeds | {layer} conv per landmark, ours (ctl) | the authors' protocol (ctl) | "
+             "tracking filters by the landmark they follow (of those on the ring) |", "|---|---|---|---|---|"]
+    for recipe in recipes:
+        runs = [v for v in (part_values(out, size, s, recipe, layer) for s in seeds) if v is not None]
+        if not runs:
+            continue
+        cells = []
+        for key in ("ours", "authors"):
+            names = runs[0][key]
+            cells.append(", ".join(
+                f"{k} {_mean([r[key][k][0] for r in runs]):.3f} ({_mean([r[key][k][1] for r in runs]):.3f})"
+                for k in names) or "-")
+        cells.append(", ".join(f"{k} {_mean([r['tracking'][k][0] for r in runs]):.1f} "
+                               f"({_mean([r['tracking'][k][1] for r in runs]):.1f})" for k in runs[0]["tracking"]))
+        lines.append(f"| {recipe} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _print_tables(args, make_table, note):
+    """One markdown table per size that has a row, under a line naming the seeds."""
     for size in args.sizes:
-        text = markdown_table(args.out, size, args.seeds, args.recipes)
+        text = make_table(args.out, size, args.seeds, args.recipes)
         if text.count("\n") > 1:
-            print(f"\n{size} px (seeds {' '.join(map(str, args.seeds))}; mean ±half-range over the "
-                  "seeds that finished; pairs are means; collapsed: a class's test recall below "
-                  f"{COLLAPSED_RECALL}, left out of the means)\n")
+            print(f"\n{size} px (seeds {' '.join(map(str, args.seeds))}; {note})\n")
             print(text)
     return 0
+
+
+def parts(args):
+    return _print_tables(args, parts_table, "means over the seeds that finished")
+
+
+def table(args):
+    return _print_tables(args, markdown_table, "mean ±half-range over the seeds that finished; pairs "
+                         f"are means; collapsed: a class's test recall below {COLLAPSED_RECALL}, "
+                         "left out of the means")
 
 
 def figure(args):
@@ -466,7 +525,7 @@ def figure(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["run", "evaluate", "table", "figure"])
+    p.add_argument("command", choices=["run", "evaluate", "table", "parts", "figure"])
     p.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
@@ -483,7 +542,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    return {"run": run, "evaluate": evaluate, "table": table, "figure": figure}[args.command](args)
+    return {"run": run, "evaluate": evaluate, "table": table, "parts": parts,
+            "figure": figure}[args.command](args)
 
 
 if __name__ == "__main__":

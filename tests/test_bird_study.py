@@ -252,3 +252,29 @@ def test_every_bird_recipe_is_judged_against_a_baseline_trained_alike(tmp_path):
                               ("--pretrained", None)):
             assert last(a, flag, default) == last(b, flag, default), (recipe, base, flag)
         assert widths(a) == widths(b) == widths(bs.job_command(tmp_path, 64, 0, bs.pretrain_of(recipe))), recipe
+
+
+def test_parts_table_shows_each_landmark_and_which_one_the_tracking_filters_follow(tmp_path):
+    fake_run(tmp_path, "baseline", 0, 0.9, 0.10)
+    for seed, ring in ((0, [0.9, 0.1, None, 0.5]), (1, [0.0, 0.0, 0.0, 0.0])):
+        fake_run(tmp_path, "authors-x10", seed, 0.85, 0.05)
+        folder = bs.run_dir(tmp_path, 64, seed, "authors-x10")
+        e = json.loads((folder / "evaluation.json").read_text())
+        new = e["interpretable"]["layers"]["new"]
+        e["interpretable"]["landmarks"] = ["head", "back", "tail"]
+        new["per_landmark"] = {"head": 0.08 + seed * 0.02, "back": 0.09, "tail": 0.12}
+        new["control_per_landmark"] = {"head": 0.15, "back": 0.10, "tail": 0.13}
+        new["offset"]["landmark"] = [0, 0, -1, 2]  # filter 2 tracks nothing; filter 3 the tail
+        new["per_filter_border"] = ring
+        (folder / "evaluation.json").write_text(json.dumps(e))
+        authors = {"interpretable": {"layers": {"new": {"instability": 0.1, "per_landmark": {"forehead": 0.1},
+                                                        "control_per_landmark": {"forehead": 0.2}}}}}
+        (folder / "evaluation-authors.json").write_text(json.dumps(authors))
+    fake_run(tmp_path, "authors-x3", 0, 0.85, 0.05, finished=False)
+    text = bs.parts_table(tmp_path, 64, [0, 1], ["authors-x10", "authors-x3"])
+    row = text.splitlines()[2]
+    assert row.startswith("| authors-x10 | 2 | head 0.090 (0.150), back 0.090 (0.100), tail 0.120 (0.130) |")
+    assert "| forehead 0.100 (0.200) |" in row
+    # seed 0: head 2 (1 on the ring: 0.9), tail 1 (0.5 is half: on the ring); seed 1: none on it
+    assert row.endswith("| head 2.0 (0.5), back 0.0 (0.0), tail 1.0 (0.5) |")
+    assert len(text.splitlines()) == 3  # the unfinished recipe has no row

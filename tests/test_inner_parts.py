@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyinterp.backend import to_device, to_numpy
+from tinyinterp.cli import UsageError
 from tinyinterp.filter_loss import authors_rule
 from tinyinterp.gradcheck import TOLERANCE, check_layer
 from tinyinterp.interpretable import InterpretableMask
@@ -15,11 +16,10 @@ from tinyinterp.mask import TemplateMask, argmax_positions, template_shape
 from tinyinterp.recipes import mask_options_from
 from tinyinterp.runs import load_run
 from tinyinterp.train import train_one
+from tinyinterp.train_cli import check_train_args
 
 from test_mask_beta import _train_args
 from test_train import tiny_config
-from tinyinterp.cli import UsageError
-from tinyinterp.train_cli import check_train_args
 
 
 def device(xp):
@@ -41,7 +41,8 @@ def inner_argmax_by_loops(x):
     return out
 
 
-@given(st.integers(1, 3), st.integers(1, 3), st.integers(3, 9), st.integers(0, 2**31 - 1), st.booleans())
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(3, 9), st.integers(0, 2**31 - 1),
+       st.booleans())
 def test_inner_positions_are_the_inner_argmax(B, F, n, seed, ties):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 3, (B, F, n, n)).astype(float) if ties else rng.random((B, F, n, n))
