@@ -164,7 +164,7 @@ BASELINES["authors-x10-inner-32ep"] = "baseline-32ep"
 # a deeper net, for 128 px: a fourth block of convs (and pool) under the top conv keeps its
 # maps at 8x8, as at 64 px, and doubles what each of its units sees; at 112 px, with three
 # blocks and 14x14 maps, no recipe tracked (studies/README.md). Its sizes are multiples of
-# 32: run these with --sizes 128.
+# 32: they run at --sizes 128 only (ONLY_AT).
 DEEP = ["--widths", "32", "64", "128", "128"]
 PRETRAINS["pretrain-deep"] = DEEP
 RECIPES.update({
@@ -173,6 +173,8 @@ RECIPES.update({
     "authors-x3-deep": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3"] + DEEP),
 })
 BASELINES.update({"authors-x10-deep": "baseline-deep", "authors-x3-deep": "baseline-deep"})
+# the sizes a job runs at, where not every size (others are skipped, even when asked for)
+ONLY_AT = {name: (128,) for name in ("pretrain-deep", "baseline-deep", "authors-x10-deep", "authors-x3-deep")}
 PRETRAIN_OF = {recipe: "pretrain-replicate" for recipe in RECIPES if "replicate" in recipe}
 PRETRAIN_OF.update({"baseline-strong-stage1": "pretrain-strong", "authors-x10-strong-stage1": "pretrain-strong",
                     "baseline-long-stage1": "pretrain-long", "authors-x10-long-stage1": "pretrain-long"})
@@ -216,14 +218,21 @@ def jobs_in_order(sizes, seeds, recipes, seed_major=False):
     first recipes of every seed before the later ones); ``seed_major``: every recipe of
     the first seed, then of the next (one seed of everything first, when time may run out)."""
     order = []
-    pretrains = [name for name in PRETRAINS if any(pretrain_of(r) == name for r in recipes)]
     for size in sizes:
+        here = [r for r in recipes if runs_at(size, r)]
+        pretrains = [name for name in PRETRAINS if any(pretrain_of(r) == name for r in here)]
         order += [(size, seed, name) for name in pretrains for seed in seeds]
         if seed_major:
-            order += [(size, seed, recipe) for seed in seeds for recipe in recipes]
+            order += [(size, seed, recipe) for seed in seeds for recipe in here]
         else:
-            order += [(size, seed, recipe) for recipe in recipes for seed in seeds]
+            order += [(size, seed, recipe) for recipe in here for seed in seeds]
     return order
+
+
+def runs_at(size, recipe):
+    """Whether a recipe (or stage-1 net) runs at this size (``ONLY_AT``: the deeper net
+    only at 128 px)."""
+    return size in ONLY_AT.get(recipe, (size,))
 
 
 def worker_env(environ, jobs):

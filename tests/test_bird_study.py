@@ -13,7 +13,11 @@ from jobs import run_jobs  # noqa: E402
 
 def test_every_recipe_runs_after_its_pretrained_net_and_from_it(tmp_path):
     order = bs.jobs_in_order([64, 112], [0, 1, 2], list(bs.RECIPES))
-    assert len(order) == len(set(order)) == 2 * 3 * (len(bs.RECIPES) + len(bs.PRETRAINS))
+    deep = {name for name in list(bs.RECIPES) + list(bs.PRETRAINS) if name.endswith("-deep")}
+    assert len(deep) == 4 and not deep & {job[2] for job in order}  # the deeper net: 128 px only
+    assert len(order) == len(set(order)) == 2 * 3 * (len(bs.RECIPES) + len(bs.PRETRAINS) - len(deep))
+    assert bs.jobs_in_order([128], [0], ["authors-x10-deep"]) == [(128, 0, "pretrain-deep"),
+                                                                  (128, 0, "authors-x10-deep")]
     for i, (size, seed, recipe) in enumerate(order):
         if recipe not in bs.PRETRAINS:
             assert order.index((size, seed, bs.pretrain_of(recipe))) < i
