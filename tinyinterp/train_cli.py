@@ -86,8 +86,8 @@ def add_train_parser(sub):
     p.add_argument("--widths", type=positive_int, nargs="+", default=d.widths, metavar="C",
                    help="channels of the conv blocks, each two 3x3 convs and a 2x2 pool (default: "
                         f"{' '.join(map(str, d.widths))}); a fourth block ('32 64 128 128') makes the "
-                        "net deeper and doubles what each top-conv unit sees, and --size then a "
-                        "multiple of 32. With --pretrained, give that net's widths")
+                        "net deeper and doubles what each top-conv unit sees (--size then a "
+                        "multiple of 32). With --pretrained, give that net's widths")
     p.add_argument("--nets", choices=["both", "ordinary", "interpretable"], default="both",
                    help="which nets to train (and fine-tune)")
     p.add_argument("--out", default="runs/toy_birds", metavar="DIR",
