@@ -450,12 +450,13 @@ def part_values(out, size, seed, recipe, layer="new"):
         return None
     net = RECIPES[recipe][1]
     folder = run_dir(out, size, seed, recipe)
-    out_values = {}
-    for key, name in (("ours", "evaluation.json"), ("authors", "evaluation-authors.json")):
-        path = folder / name
-        L = json.loads(path.read_text())[net]["layers"][layer] if path.is_file() else {}
-        out_values[key] = {k: (x, L["control_per_landmark"][k]) for k, x in L.get("per_landmark", {}).items()}
     e = json.loads((folder / "evaluation.json").read_text())[net]
+    authors = folder / "evaluation-authors.json"
+    out_values = {}
+    for key, layers in (("ours", e["layers"]),
+                        ("authors", json.loads(authors.read_text())[net]["layers"] if authors.is_file() else {})):
+        L = layers.get(layer, {})
+        out_values[key] = {k: (x, L["control_per_landmark"][k]) for k, x in L.get("per_landmark", {}).items()}
     L = e["layers"][layer]
     ring = L.get("per_filter_border") or [None] * len(L["offset"]["landmark"])
     tracking = {name: [0, 0] for name in e["landmarks"]}
