@@ -282,3 +282,24 @@ def test_parts_table_shows_each_landmark_and_which_one_the_tracking_filters_foll
     # seed 0: head 2 (1 on the ring: 0.9), tail 1 (0.5 is half: on the ring); seed 1: none on it
     assert row.endswith("| head 2.0 (0.5), back 0.0 (0.0), tail 1.0 (0.5) |")
     assert len(text.splitlines()) == 3  # the unfinished recipe has no row
+
+
+def test_targets_table_says_which_of_the_defaults_targets_each_recipe_meets(tmp_path):
+    for seed in range(3):
+        fake_run(tmp_path, "baseline", seed, 0.9, 0.10, authors=0.14)
+        fake_run(tmp_path, "authors-x10", seed, 0.875, 0.07, below8=(3, 70), ring=(2, 14 + seed),
+                 authors=0.06)
+    fake_run(tmp_path, "authors-x3", 0, 0.8, 0.09, below8=(0, 10), ring=(0, 5))
+    text = bs.targets_table(tmp_path, 64, [0, 1, 2], ["authors-x10", "authors-x3"])
+    rows = {tuple(c.strip() for c in line.split("|")[1:4]): [c.strip() for c in line.split("|")[4:-1]]
+            for line in text.splitlines()[2:]}
+    assert rows[("", "seeds that finished", "3")] == ["3", "1"]
+    assert rows[("target", "new conv / fair baseline", "<= 0.72")] == ["0.7 (met)", "0.9 (missed)"]
+    # 0.07 against a control of 0.08: 0.875x, above the 0.85x asked
+    assert rows[("target", "new conv / its shuffled control", "<= 0.85")][0] == "0.875 (missed)"
+    assert rows[("target", "filters below 0.8x control", ">= 64")] == ["70 (met)", "10 (missed)"]
+    # 15 of 70 on the ring (the means of 14, 15, 16), against 5 of 10
+    assert rows[("target", "share of those on the ring", "<= 0.25")] == ["0.214 (met)", "0.5 (missed)"]
+    assert rows[("target", "accuracy lost (points)", "<= 4")] == ["2.5 (met)", "10 (missed)"]
+    assert rows[("aim", "the same, the authors' protocol", "<= 0.5")] == ["0.429 (met)", "-"]
+    assert rows[("aim", "tracking filters' landmark distance", "<= 0.06")][0] == "0.1 (missed)"
