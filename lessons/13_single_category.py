@@ -249,10 +249,10 @@ print(round(ref["random_argmax"], 3), round(ref["fixed_unit_centre"], 3))  # 0.1
 #
 # The real measurement is the paper's Table 5 on all of CUB (paper: ordinary 0.14-0.15,
 # interpretable 0.065-0.076), with its 5,794 test birds so that a filter's top 100 images
-# are selective. Training it takes most of an hour on a 2-core CPU, far too long for a lesson
+# are selective. Training it takes about an hour on a 2-core CPU, far too long for a lesson
 # (the README's command; --eval-every 4 tests after every fourth epoch only):
 print("python -m tinyinterp train --task bird --data ~/data/cub200_160 --epochs 14 "
-      "--finetune-epochs 8 --eval-every 4 --out runs/cub_bird")
+      "--finetune-epochs 16 --eval-every 4 --out runs/cub_bird")
 # (python -m tinyinterp download-cub ~/data --long-side 160 writes ~/data/cub200_160, all of
 # CUB at 160 px; any folder in the CUB-200-2011 layout does.) The run ends with
 # the same table for both nets on the full test split (python -m tinyinterp evaluate
