@@ -445,7 +445,9 @@ def markdown_table(out, size, seeds, recipes):
 def part_values(out, size, seed, recipe, layer="new"):
     """Per landmark, one finished run's layer: {"ours": {landmark: (instability, control)},
     "authors": the same by the authors' protocol (empty where it was not run),
-    "tracking": {landmark: (filters that follow it best, of those on the ring)}};
+    "tracking": {landmark: (filters that follow it best, of those on the ring)},
+    "on_ring": {landmark: share of the test birds with it on the map's outer ring} (empty
+    in evaluations written before that figure existed)};
     None where the run has not finished (or collapsed, or stopped on a NaN)."""
     v = seed_values(out, size, seed, recipe)
     if v is None or v["unfinished"] or v.get("collapsed"):
@@ -467,6 +469,7 @@ def part_values(out, size, seed, recipe, layer="new"):
             tracking[e["landmarks"][k]][0] += 1
             tracking[e["landmarks"][k]][1] += int(share is not None and share >= 0.5)
     out_values["tracking"] = {k: tuple(t) for k, t in tracking.items()}
+    out_values["on_ring"] = e.get("reference", {}).get("landmark_on_ring") or {}
     return out_values
 
 
@@ -475,7 +478,8 @@ def parts_table(out, size, seeds, recipes, layer="new"):
     and the authors' protocol) and which landmark its tracking filters follow; means over
     the seeds that finished."""
     lines = [f"| recipe | seeds | {layer} conv per landmark, ours (ctl) | the authors' protocol (ctl) | "
-             "tracking filters by the landmark they follow (of those on the ring) |", "|---|---|---|---|---|"]
+             "tracking filters by the landmark they follow (of those on the ring) | "
+             "landmark on the ring (share of test birds) |", "|---|---|---|---|---|---|"]
     for recipe in recipes:
         runs = [v for v in (part_values(out, size, s, recipe, layer) for s in seeds) if v is not None]
         if not runs:
@@ -488,6 +492,8 @@ def parts_table(out, size, seeds, recipes, layer="new"):
                 for k in names) or "-")
         cells.append(", ".join(f"{k} {_mean([r['tracking'][k][0] for r in runs]):.1f} "
                                f"({_mean([r['tracking'][k][1] for r in runs]):.1f})" for k in runs[0]["tracking"]))
+        on_ring = [r["on_ring"] for r in runs if r["on_ring"]]
+        cells.append(", ".join(f"{k} {_mean([o[k] for o in on_ring]):.2f}" for k in on_ring[0]) if on_ring else "-")
         lines.append(f"| {recipe} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

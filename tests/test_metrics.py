@@ -220,6 +220,22 @@ def test_reference_values():
     assert ref["fixed_unit_best"] <= ref["fixed_unit_mean"] < ref["random_argmax"]
     assert ref["centre_unit"] == [4, 4] and ref["uniform_centre_share"] == 0.25
     assert ref == reference_values(lm, vis, n, start, jump, 64 * math.sqrt(2), seed=0)
+    # the share of the visible landmarks whose cell is on the outer ring, landmark by landmark
+    ring = ((cells == 0) | (cells == n - 1)).any(-1)
+    assert ref["landmark_on_ring"] == pytest.approx([ring[vis[:, k], k].mean() for k in range(3)])
+
+
+def test_landmark_on_ring_counts_cells_not_pixels_and_only_where_visible():
+    n, start, jump = 8, 4.0, 8.0
+    # landmark 0 in the top row's cells (y 0..7.9), landmark 1 just inside (y 8),
+    # landmark 2 on the ring where hidden, inside where visible
+    lm = np.zeros((4, 3, 2))
+    lm[:, 0] = [[30.0, 0.0], [30.0, 7.9], [0.0, 30.0], [63.9, 30.0]]
+    lm[:, 1] = [[30.0, 8.0], [8.0, 8.0], [55.9, 55.9], [30.0, 30.0]]
+    lm[:, 2] = [[0.0, 0.0], [30.0, 30.0], [63.0, 63.0], [30.0, 30.0]]
+    vis = np.array([[True, True, False], [True, True, True], [True, True, False], [True, True, True]])
+    ref = reference_values(lm, vis, n, start, jump, 64 * math.sqrt(2), top_k=4, seed=0)
+    assert ref["landmark_on_ring"] == [1.0, 0.0, 0.0]
 
 
 # ------------------------------------------------------------ receptive fields, brute force

@@ -100,6 +100,7 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
         ref["landmark_oracle"] = dict(zip(names, ref["landmark_oracle"]))
         ref["landmark_oracle_own"] = dict(zip(names, ref["landmark_oracle_own"]))
         ref["landmark_oracle_distance"] = dict(zip(names, ref["landmark_oracle_distance"]))
+        ref["landmark_on_ring"] = dict(zip(names, ref["landmark_on_ring"]))
         ref["grid"] = {"n": grid[0], "start": grid[1], "jump": grid[2]}
         reference = ref
     n_img = len(ds)
@@ -188,6 +189,9 @@ def format_table(results_by_net):
                  " / ".join(_f(v) for v in ref["landmark_oracle_own"].values())),
                 (f"landmark oracle ({names}), mean distance to its landmark",
                  " / ".join(_f(v) for v in (ref.get("landmark_oracle_distance") or {}).values())
+                 or "-"),
+                (f"landmark on the map's outer ring ({names}), share of images",
+                 " / ".join(_f(v, ".2f") for v in (ref.get("landmark_on_ring") or {}).values())
                  or "-"),
                 ("centre share of a uniform argmax", _f(ref["uniform_centre_share"], ".2f")),
                 ("border share of a uniform argmax", _f(ref.get("uniform_border_share"), ".2f"))]

@@ -337,6 +337,10 @@ def reference_values(landmarks3, visible3, n, start, jump, diagonal, top_k=100, 
       Scored like any filter (mean over all landmarks); "landmark_oracle_own" is its D
       for landmark k alone (the quantisation floor) and "landmark_oracle_distance" its
       mean distance to landmark k (how near a filter that sits on the part gets);
+    - "landmark_on_ring": per landmark k, the share of the images where it is visible
+      whose cell lies on the map's outer ring (what a filter that sits on the part
+      would show as its border share; a crop whose edge is the box's puts the head there
+      more often than the back);
     - "uniform_centre_share": the centre share of a uniform argmax.
     """
     landmarks3 = np.asarray(landmarks3, np.float64)
@@ -357,11 +361,12 @@ def reference_values(landmarks3, visible3, n, start, jump, diagonal, top_k=100, 
     per_unit = fixed["per_filter"]
     best = int(np.nanargmin(per_unit))
     centre = (n // 2) * n + n // 2
-    oracle, oracle_own, oracle_distance = [], [], []
+    oracle, oracle_own, oracle_distance, on_ring = [], [], [], []
     for k in range(n_lm):
         cell = np.floor((landmarks3[:, k] - (start - jump / 2)) / jump).astype(np.int64)
         units = np.clip(cell[:, ::-1], 0, n - 1)  # (x, y) -> (row, col)
         absent = ~visible3[:, k]
+        on_ring.append(border_share(units, n, ~absent))
         units[absent] = rng.integers(0, n, (int(absent.sum()), 2))
         res = inst(units[:, None], (rng.random(n_img) + visible3[:, k])[:, None])
         oracle.append(res["value"])
@@ -376,6 +381,7 @@ def reference_values(landmarks3, visible3, n, start, jump, diagonal, top_k=100, 
             "landmark_oracle": oracle,
             "landmark_oracle_own": oracle_own,
             "landmark_oracle_distance": oracle_distance,
+            "landmark_on_ring": on_ring,
             "uniform_centre_share": uniform_centre_share(n),
             "uniform_border_share": uniform_border_share(n)}
 
