@@ -97,10 +97,8 @@ def evaluate_model(model, ds, mean, std, device="cpu", top_k=100, seed=0, batch_
     reference = None
     if grid is not None:
         ref = reference_values(landmarks3, visible3, *grid, diagonal, top_k=top_k, seed=seed)
-        ref["landmark_oracle"] = dict(zip(names, ref["landmark_oracle"]))
-        ref["landmark_oracle_own"] = dict(zip(names, ref["landmark_oracle_own"]))
-        ref["landmark_oracle_distance"] = dict(zip(names, ref["landmark_oracle_distance"]))
-        ref["landmark_on_ring"] = dict(zip(names, ref["landmark_on_ring"]))
+        for key in ("landmark_oracle", "landmark_oracle_own", "landmark_oracle_distance", "landmark_on_ring"):
+            ref[key] = dict(zip(names, ref[key]))  # per landmark, by name
         ref["grid"] = {"n": grid[0], "start": grid[1], "jump": grid[2]}
         reference = ref
     n_img = len(ds)
