@@ -16,6 +16,7 @@ masks.
     python studies/bird_study.py table                        # studies/README.md's tables
     python studies/bird_study.py parts --sizes 64 --seeds 0 --recipes baseline authors-x10   # per landmark
     python studies/bird_study.py targets --sizes 64 --recipes authors-x10-32ep   # against the default's targets
+    python studies/bird_study.py activations --sizes 64 --seeds 0 --recipes baseline baseline-long-stage1
     python studies/bird_study.py figure --sizes 64 --seeds 0 --recipes authors-x10   # pictures
 
 Runs land in ``runs/bird_study/<size>px/s<seed>/<recipe>/`` with their evaluation.json
@@ -559,6 +560,50 @@ def targets_table(out, size, seeds, recipes):
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------ stage-1 nets
+
+def activation_values(out, size, seed, pretrain, data, images=512):
+    """How large a stage-1 net's maps are: over the first ``images`` test birds (the
+    species crop), each filter's map maximum (post-ReLU) in the top conv and the new conv
+    above it (which stage 2 starts from and masks), as {layer: (mean, median, 99th
+    percentile)}, with the net's species top-1 at its last epoch; None where the net has
+    not finished. The authors' rule weighs the images by e^(strength / 0.5), a fixed
+    temperature, so the same rule pushes harder on a net whose maps are larger."""
+    import numpy as np
+    from tinyinterp.metrics import collect_maps
+    from tinyinterp.runs import load_data, load_run
+
+    if not _finished(out, size, seed, pretrain):
+        return None
+    model, cfg, meta = load_run(_net_dir(out, size, seed, pretrain))
+    cfg.data = str(data)
+    _, _, test, mean, std = load_data(cfg)
+    test = test.subset(np.arange(min(images, len(test))))
+    maps = collect_maps(model, test, mean, std)["layers"]
+    values = {"top1": meta["history"][-1].get("test_acc"), "images": len(test)}
+    for name, index in zip(LAYER_NAMES, model.interpretable_indices):
+        top = maps[index]["max"]
+        values[name] = (float(top.mean()), float(np.median(top)), float(np.percentile(top, 99)))
+    return values
+
+
+def activations_table(out, size, seeds, recipes, data, images=512):
+    """Markdown: the stage-1 net of each recipe (once each), its species top-1 and its
+    maps' maxima (:func:`activation_values`), means over the seeds that finished."""
+    lines = ["| stage-1 net | seeds | species top-1 | top conv's map maximum: mean / median / 99th pct "
+             "| new conv's: mean / median / 99th pct |", "|---|---|---|---|---|"]
+    for pretrain in dict.fromkeys(pretrain_of(r) for r in recipes):
+        runs = [v for v in (activation_values(out, size, s, pretrain, data, images) for s in seeds) if v]
+        if not runs:
+            continue
+        top1 = _mean([r["top1"] for r in runs])
+        cells = ["-" if top1 is None else f"{top1:.3f}"]
+        for layer in LAYER_NAMES:
+            cells.append(" / ".join(f"{_mean([r[layer][k] for r in runs]):.2f}" for k in range(3)))
+        lines.append(f"| {pretrain} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _print_tables(args, make_table, note):
     """One markdown table per size that has a row, under a line naming the seeds."""
     for size in args.sizes:
@@ -582,6 +627,11 @@ def table(args):
 def targets(args):
     return _print_tables(args, targets_table, "means over the seeds that finished; the default "
                          "must meet every target over 3 seeds, the aims are the paper's strength")
+
+
+def activations(args):
+    return _print_tables(args, lambda *a: activations_table(*a, data=args.data), "means over the seeds "
+                         "that finished; the first 512 test birds")
 
 
 def figure(args):
@@ -618,7 +668,8 @@ def figure(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["run", "evaluate", "table", "parts", "targets", "figure"])
+    p.add_argument("command", choices=["run", "evaluate", "table", "parts", "targets", "activations",
+                                               "figure"])
     p.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
@@ -636,7 +687,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     return {"run": run, "evaluate": evaluate, "table": table, "parts": parts,
-            "targets": targets, "figure": figure}[args.command](args)
+            "targets": targets, "activations": activations, "figure": figure}[args.command](args)
 
 
 if __name__ == "__main__":

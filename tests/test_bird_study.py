@@ -306,3 +306,40 @@ def test_targets_table_says_which_of_the_defaults_targets_each_recipe_meets(tmp_
     assert rows[("target", "accuracy lost (points)", "<= 4")] == ["2.5 (met)", "10 (missed)"]
     assert rows[("aim", "the same, the authors' protocol", "<= 0.5")] == ["0.429 (met)", "-"]
     assert rows[("aim", "tracking filters' landmark distance", "<= 0.06")][0] == "0.1 (missed)"
+
+
+def test_activations_table_reads_a_stage1_nets_map_maxima_and_doubles_with_its_top_conv(tmp_path):
+    from tinyinterp.checkpoint import load_checkpoint, save_checkpoint
+    from tinyinterp.runs import TrainConfig, load_run
+    from tinyinterp.train import train_one
+
+    tiny = dict(task="species", size=32, epochs=1, batch_size=8, images_per_class=4, classes=[1, 2],
+                widths=[4, 8, 8], top_channels=8)
+    folder = bs.run_dir(tmp_path, 32, 0, "pretrain") / "ordinary"
+    train_one(TrainConfig(**tiny), folder, log=lambda *_: None)
+    data = TrainConfig().data
+    one = bs.activation_values(tmp_path, 32, 0, "pretrain", data)
+    assert one["images"] > 0
+    for layer in ("top", "new"):
+        mean, median, p99 = one[layer]
+        assert mean > 0 and 0 <= median <= p99
+    # ReLU(2 (W x + b)) = 2 ReLU(W x + b): the same net with its top conv's weights and
+    # bias doubled, as the longer stage-1 net, has every map maximum of the top conv
+    # doubled, and so those of the new conv, whose weights are as they were, less its bias
+    model, _, _ = load_run(folder)
+    conv = model.interpretable_indices[0] - 1
+    arrays, meta = load_checkpoint(folder / "checkpoint.npz")
+    for key in (f"model/{conv}.W", f"model/{conv}.b", f"model/{model.interpretable_indices[1] - 1}.b"):
+        arrays[key] = 2 * arrays[key]
+    doubled = bs.run_dir(tmp_path, 32, 0, "pretrain-long") / "ordinary"
+    doubled.mkdir(parents=True)
+    save_checkpoint(doubled / "checkpoint.npz", arrays, meta)
+    (doubled / "metrics.json").write_text((folder / "metrics.json").read_text())
+    two = bs.activation_values(tmp_path, 32, 0, "pretrain-long", data)
+    for layer in ("top", "new"):
+        assert two[layer] == pytest.approx([2 * v for v in one[layer]], rel=1e-5)
+    text = bs.activations_table(tmp_path, 32, [0, 1], ["baseline", "authors-x10", "baseline-long-stage1"], data)
+    rows = text.splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| pretrain", "| pretrain-long"]  # each net once
+    assert rows[1].split(" | ")[1] == "1"  # seed 1 has not run
+    assert bs.activation_values(tmp_path, 32, 1, "pretrain", data) is None
