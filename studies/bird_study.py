@@ -16,6 +16,7 @@ masks.
     python studies/bird_study.py table                        # studies/README.md's tables
     python studies/bird_study.py parts --sizes 64 --seeds 0 --recipes baseline authors-x10   # per landmark
     python studies/bird_study.py targets --sizes 64 --recipes authors-x10-32ep   # against the default's targets
+    python studies/bird_study.py moved --sizes 64 --seeds 0 --recipes authors-x10-32ep   # part or frame?
     python studies/bird_study.py activations --sizes 64 --seeds 0 --recipes baseline baseline-long-stage1
     python studies/bird_study.py figure --sizes 64 --seeds 0 --recipes authors-x10   # pictures
 
@@ -502,6 +503,62 @@ def parts_table(out, size, seeds, recipes, layer="new"):
     return "\n".join(lines)
 
 
+def _tracking(layer):
+    """Per filter of an evaluated layer: (below 0.8x its control, most of its top argmaxes
+    on the outer ring); a filter without both figures is not tracking."""
+    ring = layer.get("per_filter_border") or [None] * len(layer["per_filter"])
+    return [(a is not None and c is not None and c > 0 and a / c < 0.8, r is not None and r >= 0.5)
+            for a, c, r in zip(layer["per_filter"], layer["per_filter_control"], ring)]
+
+
+def moved_values(out, size, seed, recipe, shift=8, layer="new"):
+    """One finished run's layer with the test birds in place and moved by up to ``shift``
+    px (``evaluate --shift``): {"ratio": (in place, moved) to the control, "tracking": the
+    same two counts of filters below 0.8x, "ring": of those on the ring, "kept_ring" /
+    "kept_inside": (of the filters tracking in place on the ring / inside, how many still
+    track when moved, how many tracked)}; None where the run or its moved evaluation is
+    missing."""
+    v = seed_values(out, size, seed, recipe)
+    folder = run_dir(out, size, seed, recipe)
+    moved_file = folder / f"evaluation-shift{shift}.json"
+    if v is None or v["unfinished"] or v.get("collapsed") or not moved_file.is_file():
+        return None
+    net = RECIPES[recipe][1]
+    here = json.loads((folder / "evaluation.json").read_text())[net]["layers"][layer]
+    there = json.loads(moved_file.read_text())[net]["layers"][layer]
+    before, after = _tracking(here), _tracking(there)
+    kept = {side: (sum(1 for (t, r), (t2, _) in zip(before, after) if t and r == on and t2),
+                   sum(1 for t, r in before if t and r == on))
+            for side, on in (("kept_ring", True), ("kept_inside", False))}
+    return {"ratio": (here["ratio"], there["ratio"]),
+            "tracking": (sum(t for t, _ in before), sum(t for t, _ in after)),
+            "ring": (sum(t and r for t, r in before), sum(t and r for t, r in after)), **kept}
+
+
+def _num(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+def moved_table(out, size, seeds, recipes, shift=8, layer="new"):
+    """Markdown: per recipe, its layer with the test birds in place and moved (means over
+    the seeds with both evaluations), and which of its tracking filters keep tracking."""
+    lines = [f"| recipe | seeds | {layer} conv / ctl: in place, moved by up to {shift} px | "
+             "filters below 0.8x ctl (on the ring): in place, moved | of those in place, still "
+             "below 0.8x when moved: on the ring, inside |", "|---|---|---|---|---|"]
+    for recipe in recipes:
+        runs = [v for v in (moved_values(out, size, s, recipe, shift, layer) for s in seeds) if v]
+        if not runs:
+            continue
+        m = {k: [_mean([r[k][i] for r in runs]) for i in (0, 1)] for k in runs[0]}
+        ratio, count = (lambda k, i: _num(m[k][i], ".3f")), (lambda k, i: _num(m[k][i], ".1f"))
+        lines.append(
+            f"| {recipe} | {len(runs)} | {ratio('ratio', 0)}, {ratio('ratio', 1)} | "
+            f"{count('tracking', 0)} ({count('ring', 0)}), {count('tracking', 1)} ({count('ring', 1)}) | "
+            f"{count('kept_ring', 0)} of {count('kept_ring', 1)}, "
+            f"{count('kept_inside', 0)} of {count('kept_inside', 1)} |")
+    return "\n".join(lines)
+
+
 # What the bird default must show over 3 seeds, and what it aims at (the paper: 0.47-0.55x
 # the ordinary net on Table 5's protocol). Each: (name, kind, how a seed-mean is read off
 # the table's values, the comparison, the threshold). The ring share is of the filters
@@ -629,6 +686,11 @@ def targets(args):
                          "must meet every target over 3 seeds, the aims are the paper's strength")
 
 
+def moved(args):
+    return _print_tables(args, lambda *a: moved_table(*a, shift=args.shift), "means over the seeds "
+                         "evaluated both ways; `python -m tinyinterp evaluate RUN --shift N` moves them")
+
+
 def activations(args):
     return _print_tables(args, lambda *a: activations_table(*a, data=args.data), "means over the seeds "
                          "that finished; the first 512 test birds")
@@ -668,8 +730,8 @@ def figure(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["run", "evaluate", "table", "parts", "targets", "activations",
-                                               "figure"])
+    p.add_argument("command", choices=["run", "evaluate", "table", "parts", "targets", "moved",
+                                               "activations", "figure"])
     p.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
@@ -679,6 +741,8 @@ def parse_args(argv=None):
                    help="where the runs train and are evaluated (gpu: CuPy; several --jobs share it)")
     p.add_argument("--seed-major", action="store_true",
                    help="every recipe of the first seed before the next seed (default: recipe by recipe)")
+    p.add_argument("--shift", type=int, default=8,
+                   help="moved: the test birds' largest move in px, as in `evaluate --shift`")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--out", default=str(ROOT / "runs" / "bird_study"))
     return p.parse_args(argv)
@@ -687,7 +751,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     return {"run": run, "evaluate": evaluate, "table": table, "parts": parts,
-            "targets": targets, "activations": activations, "figure": figure}[args.command](args)
+            "targets": targets, "moved": moved, "activations": activations,
+            "figure": figure}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -343,3 +343,30 @@ def test_activations_table_reads_a_stage1_nets_map_maxima_and_doubles_with_its_t
     assert [r.split(" | ")[0] for r in rows] == ["| pretrain", "| pretrain-long"]  # each net once
     assert rows[1].split(" | ")[1] == "1"  # seed 1 has not run
     assert bs.activation_values(tmp_path, 32, 1, "pretrain", data) is None
+
+
+def test_moved_table_says_which_tracking_filters_keep_tracking_when_the_birds_move(tmp_path):
+    fake_run(tmp_path, "baseline", 0, 0.9, 0.10)
+    fake_run(tmp_path, "authors-x10-32ep", 0, 0.85, 0.05)
+    fake_run(tmp_path, "authors-x10-32ep", 1, 0.85, 0.05)  # no moved evaluation: left out
+    folder = bs.run_dir(tmp_path, 64, 0, "authors-x10-32ep")
+    e = json.loads((folder / "evaluation.json").read_text())
+    new = e["interpretable"]["layers"]["new"]
+    # filters 0-1 track on the ring, 2-3 inside, 4 tracks nothing, 5 was dropped (None)
+    new.update(per_filter=[0.05, 0.06, 0.07, 0.07, 0.10, None],
+               per_filter_control=[0.10, 0.10, 0.10, 0.10, 0.10, 0.10],
+               per_filter_border=[0.9, 0.5, 0.1, 0.0, 0.8, None], ratio=0.8)
+    (folder / "evaluation.json").write_text(json.dumps(e))
+    # moved: the ring filters stop tracking but for filter 1 (0.079 < 0.08); inside ones keep
+    # on; filter 4 starts (not counted among the kept); filter 1 leaves the ring
+    new.update(per_filter=[0.09, 0.079, 0.07, 0.06, 0.05, None], per_filter_border=[0.9, 0.4, 0.1, 0.0, 0.2, None],
+               ratio=0.9)
+    (folder / "evaluation-shift8.json").write_text(json.dumps(e))
+    v = bs.moved_values(tmp_path, 64, 0, "authors-x10-32ep", 8)
+    assert v["tracking"] == (4, 4) and v["ring"] == (2, 0)
+    assert v["kept_ring"] == (1, 2) and v["kept_inside"] == (2, 2)
+    assert bs.moved_values(tmp_path, 64, 0, "authors-x10-32ep", 4) is None  # not moved by 4
+    text = bs.moved_table(tmp_path, 64, [0, 1], ["authors-x10-32ep", "baseline-32ep"], 8)
+    lines = text.splitlines()
+    assert len(lines) == 3  # the baseline-32ep has not run
+    assert lines[2] == "| authors-x10-32ep | 1 | 0.800, 0.900 | 4.0 (2.0), 4.0 (0.0) | 1.0 of 2.0, 2.0 of 2.0 |"

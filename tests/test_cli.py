@@ -64,6 +64,8 @@ def test_train_refuses_a_folder_holding_a_trained_run_and_keeps_it(run_copy, cap
 def test_overwrite_replaces_the_nets_and_removes_the_old_report(run_copy, capsys):
     (run_copy / "notes.txt").write_text("mine")  # not tinyinterp's: left alone
     (run_copy / "evaluation-authors.json").write_text("{}")  # the authors' protocol's report too
+    (run_copy / "evaluation-shift8.json").write_text("{}")  # and those of the moved images
+    (run_copy / "evaluation-authors-shift3.txt").write_text("")
     (run_copy / "pictures" / "mine.png").write_bytes(b"not ours")
     old = load_run(run_copy / "ordinary")[2]["history"]
     rc, _, err = run_main(["train", *TINY, "--out", str(run_copy), "--seed", "1", "--overwrite",
@@ -71,6 +73,8 @@ def test_overwrite_replaces_the_nets_and_removes_the_old_report(run_copy, capsys
     assert rc == 0, err
     assert not (run_copy / "evaluation.json").exists() and not (run_copy / "evaluation.txt").exists()
     assert not (run_copy / "evaluation-authors.json").exists()
+    assert not (run_copy / "evaluation-shift8.json").exists()
+    assert not (run_copy / "evaluation-authors-shift3.txt").exists()
     assert sorted(p.name for p in (run_copy / "pictures").iterdir()) == ["mine.png"]
     assert (run_copy / "notes.txt").read_text() == "mine"
     _, cfg, meta = load_run(run_copy / "ordinary")

@@ -273,6 +273,32 @@ def test_shift_moves_each_image_and_its_landmarks_together(cub_root):
         collect(ds, batch_size=4, shift=24)
 
 
+def test_moved_dataset_moves_each_image_with_its_landmarks_the_same_way_each_time(cub_root):
+    ds = load_cub(cub_root, size=24)
+    before = ds.images.copy()
+    moved, again = ds.moved(5, seed=1), ds.moved(5, seed=1)
+    other = ds.moved(5, seed=2)
+    assert np.array_equal(moved.images, again.images) and np.array_equal(moved.landmarks, again.landmarks)
+    assert not np.array_equal(moved.images, other.images)
+    assert np.array_equal(ds.images, before)  # the original is left as it was
+    for name in ("labels", "is_train", "image_ids", "class_ids"):
+        assert np.array_equal(getattr(moved, name), getattr(ds, name))
+    assert moved.report["moved"] == 5 and "moved" not in ds.report
+    for i in range(len(ds)):
+        both = moved.visible[i] & ds.visible[i]
+        delta = moved.landmarks[i][both] - ds.landmarks[i][both]
+        dx, dy = (int(v) for v in delta[0])
+        assert np.array_equal(delta, np.tile([dx, dy], (len(delta), 1))) and max(abs(dx), abs(dy)) <= 5
+        # the pixels moved with the landmarks: out[y, x] = in[y - dy, x - dx] where both exist
+        ys, xs = slice(max(dy, 0), 24 + min(dy, 0)), slice(max(dx, 0), 24 + min(dx, 0))
+        src_y, src_x = slice(max(-dy, 0), 24 + min(-dy, 0)), slice(max(-dx, 0), 24 + min(-dx, 0))
+        assert np.array_equal(moved.images[i][ys, xs], ds.images[i][src_y, src_x])
+    still = ds.moved(0)
+    assert np.array_equal(still.images, ds.images) and np.array_equal(still.landmarks, ds.landmarks)
+    with pytest.raises(ValueError, match="shift must be an integer"):
+        ds.moved(24)
+
+
 # ------------------------------------------------------------------------- errors
 
 METADATA = ["images.txt", "classes.txt", "image_class_labels.txt", "train_test_split.txt",

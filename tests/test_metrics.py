@@ -474,6 +474,29 @@ def test_authors_protocol_scores_forehead_back_tail_on_a_fixed_sample():
         evaluate_model(model, ds, mean, std, protocol="paper")
 
 
+def test_evaluate_runs_with_moved_images_writes_its_own_report(tmp_path):
+    from tinyinterp.evaluate import evaluation_files
+    from tinyinterp.runs import TOY_BIRDS, TrainConfig, load_data, load_run
+    from tinyinterp.train import train_one
+
+    cfg = TrainConfig(data=str(TOY_BIRDS), size=32, epochs=1, widths=[8], top_channels=8,
+                      batch_size=32, images_per_class=6, task="bird")
+    train_one(cfg, tmp_path / "ordinary", log=lambda *a: None)
+    ours = evaluate_runs(tmp_path, top_k=10)
+    moved = evaluate_runs(tmp_path, top_k=10, shift=4, seed=3)
+    assert json.loads((tmp_path / "evaluation-shift4.json").read_text()) == moved
+    assert json.loads((tmp_path / "evaluation.json").read_text()) == ours  # left as it was
+    assert moved["ordinary"]["shift"] == 4 and ours["ordinary"]["shift"] == 0
+    # the same net on the test birds moved by CubDataset.moved with the same seed
+    model, _, _ = load_run(tmp_path / "ordinary")
+    _, _, test, mean, std = load_data(cfg)
+    birds = test.moved(4, 3).subset(test.labels == 1)
+    direct = evaluate_model(model, birds, mean, std, top_k=10, seed=3)
+    assert moved["ordinary"]["layers"]["top"]["per_filter"] == direct["layers"]["top"]["per_filter"]
+    assert moved["ordinary"]["layers"]["top"]["per_filter"] != ours["ordinary"]["layers"]["top"]["per_filter"]
+    assert evaluation_files("authors", 8) == ("evaluation-authors-shift8.json", "evaluation-authors-shift8.txt")
+
+
 def test_evaluate_runs_writes_the_authors_protocol_beside_ours(tmp_path):
     from tinyinterp.runs import TOY_BIRDS, TrainConfig
     from tinyinterp.train import train_one

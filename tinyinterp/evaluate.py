@@ -203,14 +203,16 @@ def format_table(results_by_net):
 
 # ----------------------------------------------------------------------------- run folder
 
-def evaluation_files(protocol="ours"):
-    """The report's file names: evaluation.json / .txt, or evaluation-authors.json / .txt."""
+def evaluation_files(protocol="ours", shift=0):
+    """The report's file names: evaluation.json / .txt, or evaluation-authors.json / .txt;
+    with the test images moved (``shift`` > 0) "-shift<N>" before the suffix."""
     stem = "evaluation" if protocol == "ours" else f"evaluation-{protocol}"
+    stem += f"-shift{shift}" if shift else ""
     return f"{stem}.json", f"{stem}.txt"
 
 
 def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0, data=None,
-                  protocol="ours"):
+                  protocol="ours", shift=0):
     """Evaluate every net in ``run_root``: each subfolder holding ``checkpoint.npz``
     (ordinary first, then interpretable, then others by name; ``run_root`` itself when it
     holds one). Each net is evaluated on ``split`` of its own config's data, normalised with
@@ -224,7 +226,11 @@ def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0, data=
 
     ``data``: an optional dict {data_key(cfg): load_data(cfg)} of data already loaded; what
     is loaded here is added to it (``train`` hands the report its data this way).
-    ``protocol="authors"`` (:func:`evaluate_model`) writes evaluation-authors.json / .txt."""
+    ``protocol="authors"`` (:func:`evaluate_model`) writes evaluation-authors.json / .txt.
+    ``shift`` > 0 moves each image of the split (and its landmarks) by up to that many
+    pixels (``CubDataset.moved``, drawn by ``seed``) and writes evaluation-shift<N>.json:
+    a tracking filter that follows a part keeps tracking it; one that follows the crop's
+    frame (the map's outer ring) does not."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if split not in ("train", "test"):
@@ -242,14 +248,16 @@ def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0, data=
         model, cfg, _meta = load_run(run_dir, device)
         _ds, train, test, mean, std = load_data_once(cfg, data_cache)
         ds = train if split == "train" else test
+        if shift:
+            ds = ds.moved(shift, seed)
         if cfg.task == "bird":
             res = _evaluate_bird_task(model, ds, mean, std, device, top_k, seed, protocol)
         else:
             res = evaluate_model(model, ds, mean, std, device=device, top_k=top_k, seed=seed,
                                  protocol=protocol)
-        res["split"], res["run_dir"], res["task"] = split, str(run_dir), cfg.task
+        res["split"], res["run_dir"], res["task"], res["shift"] = split, str(run_dir), cfg.task, shift
         results[run_dir.name] = res
-    json_name, txt_name = evaluation_files(protocol)
+    json_name, txt_name = evaluation_files(protocol, shift)
     atomic_write_text(root / json_name, json.dumps(results, indent=1, allow_nan=False))
     atomic_write_text(root / txt_name, format_table(results) + "\n")
     return results
@@ -281,7 +289,7 @@ def _evaluate_bird_task(model, ds, mean, std, device, top_k, seed, protocol="our
 # ---------------------------------------------------------------------------- command line
 
 def add_evaluate_parser(sub):
-    """Add ``evaluate RUN [--split] [--top-k] [--device] [--seed]`` to ``sub``."""
+    """Add ``evaluate RUN [--split] [--top-k] [--device] [--seed] [--protocol] [--shift]`` to ``sub``."""
     from .cli import add_parser, int_at_least, nonnegative_int
 
     p = add_parser(sub, "evaluate", help="accuracy and location instability (with controls) "
@@ -296,14 +304,18 @@ def add_evaluate_parser(sub):
                    help="ours: every test image, head (forehead, else crown), back, tail -> "
                         "evaluation.json; authors: back, forehead, tail on a fixed sample of 2,000 "
                         "test images, as the authors' code -> evaluation-authors.json")
+    p.add_argument("--shift", type=nonnegative_int, default=0, metavar="PIXELS",
+                   help="move each image and its landmarks by up to PIXELS (drawn by --seed; the "
+                        "uncovered side takes the edge pixels) -> evaluation-shift<PIXELS>.json: "
+                        "does a tracking filter follow the part or the crop's frame?")
     p.set_defaults(func=cmd_evaluate)
     return p
 
 
 def cmd_evaluate(args):
     results = evaluate_runs(args.run, split=args.split, device=args.device,
-                            top_k=args.top_k, seed=args.seed, protocol=args.protocol)
+                            top_k=args.top_k, seed=args.seed, protocol=args.protocol, shift=args.shift)
     print(format_table(results))
-    json_name, txt_name = evaluation_files(args.protocol)
+    json_name, txt_name = evaluation_files(args.protocol, args.shift)
     print(f"\nwrote {Path(args.run) / json_name} and {txt_name}")
     return 0

@@ -189,8 +189,10 @@ def check_train_args(args):
                              f"--widths {' '.join(map(str, widths))}")
 
 
-# what evaluate writes, by either protocol: gone with the weights they describe
-REPORT_FILES = tuple(name for protocol in PROTOCOLS for name in evaluation_files(protocol))
+# what evaluate writes, by either protocol, with the images in place or moved ("-shift*",
+# as glob patterns): gone with the weights they describe
+REPORT_FILES = tuple(name for protocol in PROTOCOLS for shift in (0, "*")
+                     for name in evaluation_files(protocol, shift))
 
 
 def clear_run(out, nets=False, keep=None):
@@ -203,8 +205,9 @@ def clear_run(out, nets=False, keep=None):
         for folder in net_dirs(out).values():
             if keep is None or folder.resolve() != Path(keep).resolve().parent:
                 shutil.rmtree(folder)
-    for name in REPORT_FILES:
-        (out / name).unlink(missing_ok=True)
+    for pattern in REPORT_FILES:
+        for path in out.glob(pattern):
+            path.unlink()
     pictures = out / "pictures"
     if pictures.is_dir():
         for pattern in PICTURE_PATTERNS:

@@ -56,6 +56,21 @@ class CubDataset:
                           self.visible[index], self.image_ids[index], self.part_names,
                           dict(self.report))
 
+    def moved(self, shift, seed=0):
+        """A copy with each image moved by its own (dx, dy), each drawn uniformly from
+        [-shift, shift] pixels by ``seed`` (the same moves on every call), as
+        ``batches(shift=)`` moves a training batch: the uncovered side filled with the edge
+        pixels, the landmarks moved along (hidden where they leave the image). A filter that
+        follows a part follows it when the bird moves inside the crop; one that follows the
+        crop's frame does not (``evaluate --shift``)."""
+        if not (isinstance(shift, (int, np.integer)) and 0 <= shift < self.size):
+            raise ValueError(f"shift must be an integer in [0, {self.size}), got {shift!r}")
+        moves = np.random.default_rng(seed).integers(-shift, shift + 1, (len(self), 2))
+        images, landmarks, visible = _shift_images(self.images, self.landmarks, self.visible, moves)
+        return CubDataset(images, self.labels, self.class_ids, self.class_names, self.is_train,
+                          landmarks, visible, self.image_ids, self.part_names,
+                          dict(self.report, moved=int(shift)))
+
     def split(self, name):
         """The official "train" or "test" part (labels and class list unchanged)."""
         if name not in ("train", "test"):
