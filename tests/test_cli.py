@@ -197,6 +197,14 @@ def test_evaluate_on_a_truncated_checkpoint_is_one_line(run_copy, capsys):
     assert files(run_copy) == before  # the old evaluation is left as it was, not half-written
 
 
+def test_evaluate_with_a_shift_as_large_as_the_images_is_one_line(run_copy, capsys):
+    before = files(run_copy)
+    rc, _, err = run_main(["evaluate", str(run_copy), "--shift", "32"], capsys)
+    line = one_line(err)
+    assert rc == 2 and "--shift 32 must be below the input size" in line and "32 px" in line
+    assert files(run_copy) == before
+
+
 def test_a_corrupt_pretrained_checkpoint_is_refused_before_anything_is_made(run_copy, tmp_path, capsys):
     ckpt = run_copy / "pretrained" / "checkpoint.npz"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])

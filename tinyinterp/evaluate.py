@@ -211,6 +211,21 @@ def evaluation_files(protocol="ours", shift=0):
     return f"{stem}.json", f"{stem}.txt"
 
 
+def evaluated_nets(root):
+    """The net folders ``evaluate_runs`` measures in the run folder ``root``: each subfolder
+    holding ``checkpoint.npz`` (ordinary first, then interpretable, then others by name),
+    and ``root`` itself first when it holds one."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: run folder does not exist")
+    dirs = list(net_dirs(root).values())
+    if (root / "checkpoint.npz").is_file():
+        dirs.insert(0, root)
+    if not dirs:
+        raise FileNotFoundError(f"{root}: no checkpoint.npz in it or in any subfolder")
+    return dirs
+
+
 def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0, data=None,
                   protocol="ours", shift=0):
     """Evaluate every net in ``run_root``: each subfolder holding ``checkpoint.npz``
@@ -236,15 +251,8 @@ def evaluate_runs(run_root, split="test", device="cpu", top_k=100, seed=0, data=
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(run_root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: run folder does not exist")
-    dirs = list(net_dirs(root).values())
-    if (root / "checkpoint.npz").is_file():
-        dirs.insert(0, root)
-    if not dirs:
-        raise FileNotFoundError(f"{root}: no checkpoint.npz in it or in any subfolder")
     data_cache, results = ({} if data is None else data), {}
-    for run_dir in dirs:
+    for run_dir in evaluated_nets(root):
         model, cfg, _meta = load_run(run_dir, device)
         _ds, train, test, mean, std = load_data_once(cfg, data_cache)
         ds = train if split == "train" else test
@@ -313,6 +321,13 @@ def add_evaluate_parser(sub):
 
 
 def cmd_evaluate(args):
+    from .cli import UsageError
+
+    for folder in evaluated_nets(args.run) if args.shift else []:
+        size = load_run(folder)[1].size
+        if args.shift >= size:  # before any image is loaded or moved
+            raise UsageError(f"--shift {args.shift} must be below the input size: {folder} takes "
+                             f"{size} px images")
     results = evaluate_runs(args.run, split=args.split, device=args.device,
                             top_k=args.top_k, seed=args.seed, protocol=args.protocol, shift=args.shift)
     print(format_table(results))
