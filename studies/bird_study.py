@@ -653,8 +653,7 @@ def activations_table(out, size, seeds, recipes, data, images=512):
         runs = [v for v in (activation_values(out, size, s, pretrain, data, images) for s in seeds) if v]
         if not runs:
             continue
-        top1 = _mean([r["top1"] for r in runs])
-        cells = ["-" if top1 is None else f"{top1:.3f}"]
+        cells = [_num(_mean([r["top1"] for r in runs]), ".3f")]
         for layer in LAYER_NAMES:
             cells.append(" / ".join(f"{_mean([r[layer][k] for r in runs]):.2f}" for k in range(3)))
         lines.append(f"| {pretrain} | {len(runs)} | " + " | ".join(cells) + " |")
@@ -731,7 +730,7 @@ def figure(args):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["run", "evaluate", "table", "parts", "targets", "moved",
-                                               "activations", "figure"])
+                                       "activations", "figure"])
     p.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
