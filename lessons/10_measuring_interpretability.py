@@ -124,8 +124,10 @@ for name, units in cells.items():
 # where the zero padding meets the crop's top edge, in the head's column, and the head lies
 # near that edge in a crop around the bird. Only the last column gives it away: all of its
 # top images put the argmax on the map's outer ring, where the head itself seldom is. The
-# table's "ring" column counts such filters among those below 0.8x (on all of CUB many of
-# the interpretable net's tracking filters are of this kind: studies/README.md).
+# table's "ring" column counts the filters below 0.8x that sit there. Not every ring filter
+# is a frame filter: a part near the crop's edge is on the ring too. `evaluate --shift 8`
+# moves each bird inside its crop; a frame filter stays put and stops tracking (on all of
+# CUB most of the interpretable net's ring filters moved with the bird: studies/README.md).
 
 # ---- pictures: per net, the 4 new-conv filters furthest below their own control ----
 chosen = {}

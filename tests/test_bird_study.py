@@ -323,9 +323,9 @@ def test_activations_table_reads_a_stage1_nets_map_maxima_and_doubles_with_its_t
     for layer in ("top", "new"):
         mean, median, p99 = one[layer]
         assert mean > 0 and 0 <= median <= p99
-    # ReLU(2 (W x + b)) = 2 ReLU(W x + b): the same net with its top conv's weights and
-    # bias doubled, as the longer stage-1 net, has every map maximum of the top conv
-    # doubled, and so those of the new conv, whose weights are as they were, less its bias
+    # ReLU(2 (W x + b)) = 2 ReLU(W x + b): with the top conv's weights and bias doubled,
+    # every map maximum of the top conv doubles; with the new conv's bias doubled as well,
+    # the new conv (its input doubled, its weights as they were) doubles too
     model, _, _ = load_run(folder)
     conv = model.interpretable_indices[0] - 1
     arrays, meta = load_checkpoint(folder / "checkpoint.npz")
