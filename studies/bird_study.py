@@ -131,7 +131,12 @@ RECIPES.update({
     # x10 from it went NaN in its second epoch (studies/README.md): the weaker rule
     "authors-x3-long-stage1": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3"]),
 })
+# x10 at the temperature that meets the longer net's maps (1.8x the 14-epoch net's map
+# maxima, `activations`) as the code's 0.5 met the 14-epoch net's: 0.5 x 1.8
+# (docs/paper.md#the-rules-temperature)
+RECIPES["authors-x10-long-stage1-temp09"] = ("bird", "interpretable", X10 + ["--authors-temperature", "0.9"])
 BASELINES["authors-x10-long-stage1"] = BASELINES["authors-x3-long-stage1"] = "baseline-long-stage1"
+BASELINES["authors-x10-long-stage1-temp09"] = "baseline-long-stage1"
 # a wider crop in stage 2 (25% of the box on each side, not 10%): the box's edge no longer
 # sits on the map's outer ring, where the tracking filters found it (studies/README.md)
 MARGIN = ["--crop-margin", "0.25"]
@@ -183,7 +188,7 @@ ONLY_AT = {name: (128,) for name in ("pretrain-deep", "baseline-deep", "authors-
 PRETRAIN_OF = {recipe: "pretrain-replicate" for recipe in RECIPES if "replicate" in recipe}
 PRETRAIN_OF.update({"baseline-strong-stage1": "pretrain-strong", "authors-x10-strong-stage1": "pretrain-strong",
                     "baseline-long-stage1": "pretrain-long", "authors-x10-long-stage1": "pretrain-long",
-                    "authors-x3-long-stage1": "pretrain-long"})
+                    "authors-x3-long-stage1": "pretrain-long", "authors-x10-long-stage1-temp09": "pretrain-long"})
 PRETRAIN_OF.update({recipe: "pretrain-deep" for recipe in RECIPES if recipe.endswith("-deep")})
 SIZES = (64, 112)
 

@@ -111,10 +111,11 @@ def positive_images(labels, categories, B, F, xp):
     return labels[:, None] == categories[None, :]
 
 
-def authors_rule(x, m, positive, epoch=1, w_pos=1.0, w_neg=1.0):
+def authors_rule(x, m, positive, epoch=1, w_pos=1.0, w_neg=1.0, temperature=AUTHORS_TEMPERATURE):
     """The released code's filter-loss "gradient" (docs/paper.md#the-update-rule).
 
-    A heuristic, not the gradient of any loss. Per filter, with temperature a = 0.5:
+    A heuristic, not the gradient of any loss. Per filter, with temperature a (the code's
+    0.5; ``temperature``, docs/paper.md#the-rules-temperature):
       strength  s_b = mean_ij(x_b . m_b) (m the signed mask, values in [-1, 1]);
       A+ = a log mean_b exp(mean_ij(x_b . m_flip(b)) / a), m_flip the mask flipped along
            batch *and* channel, exactly as the code pairs each map with another image's
@@ -126,10 +127,16 @@ def authors_rule(x, m, positive, epoch=1, w_pos=1.0, w_neg=1.0):
     with mag = epoch / 0.1. e^{s/a} is shifted by its max over the set before the
     division by the mean, which cancels; that replaces the code's clipping of inf.
 
+    The rule is unchanged when x and a are scaled together (r_b and u_b scale with them and
+    the mean normalisation takes the factor out): a maps' scale k times larger at
+    temperature k a is pushed as the original at a.
+
     Args: x (B, F, n, n) pre-mask maps; m (B, F, n, n) signed mask; positive (B, F) bool.
     Returns: (B, F, n, n) dL/dx to add to the task gradient.
     """
-    a, B = AUTHORS_TEMPERATURE, x.shape[0]
+    if not temperature > 0:
+        raise ValueError(f"authors_rule: the temperature must be > 0, got {temperature!r}")
+    a, B = temperature, x.shape[0]
     strength = (x * m).mean(axis=(2, 3))  # (B, F)
     flipped = (x * m[::-1, ::-1]).mean(axis=(2, 3))
     a_pos = a * (logsumexp(flipped / a, axis=0) - math.log(B))  # (F,)
@@ -196,7 +203,8 @@ class MutualInformationLoss(_Buffered):
         - log r_b) T_hat. Not the gradient of -MI: see tests/test_filter_loss.py.
     gradient="authors": :func:`authors_rule` on the pre-mask x and the signed ``mask``
         passed to forward (default: the argmax template shape). Its scale is its own:
-        1e-5 * w / (10 * epoch) per image, set ``epoch``, ``w_pos``, ``w_neg``.
+        1e-5 * w / (10 * epoch) per image, set ``epoch``, ``w_pos``, ``w_neg``; its
+        temperature is ``authors_temperature`` (default the code's 0.5).
         forward still returns -MI of Eq. 1, for logging only.
 
     scale_normalise=True is a departure from the paper
@@ -212,7 +220,7 @@ class MutualInformationLoss(_Buffered):
 
     def __init__(self, n, tau=None, beta=BETA, alpha=None, gradient="exact",
                  scale_normalise=False, min_scale=MIN_SCALE, scale_gradient="frozen",
-                 logz_momentum=None, num_filters=None):
+                 logz_momentum=None, num_filters=None, authors_temperature=AUTHORS_TEMPERATURE):
         if gradient not in GRADIENTS:
             raise ValueError(f"MutualInformationLoss: gradient must be one of {GRADIENTS}, got {gradient!r}")
         if scale_gradient not in SCALE_GRADIENTS:
@@ -220,12 +228,18 @@ class MutualInformationLoss(_Buffered):
         if scale_normalise and gradient == "authors":
             raise ValueError("MutualInformationLoss: the authors' rule has its own normalisation; "
                              "scale_normalise applies to 'exact' and 'paper' only")
+        if authors_temperature != AUTHORS_TEMPERATURE and gradient != "authors":
+            raise ValueError("MutualInformationLoss: authors_temperature is the authors' rule's; "
+                             f"the {gradient!r} loss has none")
+        if not authors_temperature > 0:
+            raise ValueError(f"MutualInformationLoss: authors_temperature must be > 0, got {authors_temperature!r}")
         self.n, self.beta, self.alpha = n, beta, alpha
         self.tau = default_tau(n) if tau is None else tau
         self.gradient, self.scale_normalise = gradient, scale_normalise
         self.min_scale, self.scale_gradient = min_scale, scale_gradient
         self.logz_momentum = logz_momentum
         self.epoch, self.w_pos, self.w_neg = 1, 1.0, 1.0  # the authors' rule only
+        self.authors_temperature = authors_temperature
         self.buffers = {}  # running log Z (paper mode with logz_momentum)
         if logz_momentum is not None and num_filters is not None:
             self._init_running(num_filters, np)
@@ -274,7 +288,7 @@ class MutualInformationLoss(_Buffered):
         if self.gradient == "authors":
             m = cc["mask"] if cc["mask"] is not None else template_shape(argmax_positions(x), n, self.beta, like=x)
             positive = positive_images(cc["labels"], cc["categories"], B, F, xp)
-            dx = authors_rule(x, m, positive, self.epoch, self.w_pos, self.w_neg)
+            dx = authors_rule(x, m, positive, self.epoch, self.w_pos, self.w_neg, self.authors_temperature)
         else:
             dx = self._score_backward(cc, xp, B, F, n)
         if dloss is not None:

@@ -29,7 +29,8 @@ fixed ``lam``.
 """
 from ._checks import check_array, check_channels
 from .backend import get_array_module
-from .filter_loss import CATEGORY_MOMENTUM, MIN_SCALE, FilterCategories, MutualInformationLoss
+from .filter_loss import (AUTHORS_TEMPERATURE, CATEGORY_MOMENTUM, MIN_SCALE, FilterCategories,
+                          MutualInformationLoss)
 from .backend import host_zeros, to_device
 from .layers import Layer
 from .mask import BETA_CENTROID, TemplateMask, beta_target
@@ -68,6 +69,9 @@ class InterpretableMask(Layer):
         inner_parts: the mask's part position off the map's outer ring (TemplateMask's
             ``inner``; argmax mode and the authors' rule only: the exact and the paper's
             loss score templates at every cell, ring included).
+        authors_temperature: the authors' rule's temperature a (default the code's 0.5;
+            docs/paper.md#the-rules-temperature): a net whose maps are k times larger is
+            pushed at k a as one of the original scale at a.
 
     The trainer calls ``set_labels(labels)`` before each forward: (B,) class ids, (B,)
     binary targets when num_classes = 1, or (B, C) targets. Without labels every image
@@ -83,7 +87,7 @@ class InterpretableMask(Layer):
                  mode="argmax", gradient="exact", beta=BETA, tau=None, alpha=None,
                  scale_normalise=False, min_scale=MIN_SCALE, scale_gradient="frozen",
                  logz_momentum=None, category_momentum=CATEGORY_MOMENTUM, learn_beta=False,
-                 beta_rate=BETA_RATE, inner_parts=False):
+                 beta_rate=BETA_RATE, inner_parts=False, authors_temperature=AUTHORS_TEMPERATURE):
         super().__init__()
         if inner_parts and gradient != "authors":
             raise ValueError(f"InterpretableMask: inner_parts moves the mask the authors' rule reads; "
@@ -97,7 +101,7 @@ class InterpretableMask(Layer):
             size, tau=tau, beta=beta, alpha=alpha, gradient=gradient,
             scale_normalise=scale_normalise, min_scale=min_scale,
             scale_gradient=scale_gradient, logz_momentum=logz_momentum,
-            num_filters=num_filters)
+            num_filters=num_filters, authors_temperature=authors_temperature)
         self.category_tracker = FilterCategories(num_filters, num_classes, category_momentum)
         self.learn_beta, self.beta_rate = learn_beta, beta_rate
         self.own_buffers = {}
@@ -223,5 +227,7 @@ class InterpretableMask(Layer):
         mode = "" if self.template_mask.mode == "argmax" else ", mode='centroid'"
         learned = ", learn_beta=True" if self.learn_beta else ""
         inner = ", inner_parts=True" if self.template_mask.inner else ""
+        a = self.filter_loss.authors_temperature
+        temp = f", authors_temperature={a:g}" if a != AUTHORS_TEMPERATURE else ""
         return (f"InterpretableMask({self.num_filters}, {self.size}, num_classes={self.num_classes}, "
-                f"{lam}, gradient={self.filter_loss.gradient!r}{mode}{extra}{learned}{inner})")
+                f"{lam}, gradient={self.filter_loss.gradient!r}{mode}{extra}{learned}{inner}{temp})")

@@ -61,4 +61,6 @@ def mask_options_from(args):
         opts["beta"] = args.mask_beta
     if getattr(args, "inner_parts", False):  # likewise
         opts["inner_parts"] = True
+    if getattr(args, "authors_temperature", None) is not None:  # likewise
+        opts["authors_temperature"] = args.authors_temperature
     return opts

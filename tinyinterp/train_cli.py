@@ -17,6 +17,7 @@ from .checkpoint import load_checkpoint
 from .cli import (Interrupted, UsageError, UserError, add_parser, nonnegative_float, nonnegative_int,
                   positive_float, positive_int)
 from .evaluate import evaluate_runs, evaluation_files, format_table
+from .filter_loss import AUTHORS_TEMPERATURE
 from .metrics import PROTOCOLS
 from .recipes import RECIPES, apply_recipe, mask_options_from
 from .runs import TrainConfig, data_key, load_data, net_dirs
@@ -146,6 +147,10 @@ def add_train_parser(sub):
     g.add_argument("--inner-parts", action="store_true",
                    help="the mask's part position is the argmax over the cells off the map's "
                         "outer ring (ours, not the paper's; argmax mask and the authors' rule)")
+    g.add_argument("--authors-temperature", type=positive_float, metavar="A",
+                   help="the authors' rule's temperature: it weighs the images by e^(strength / A); "
+                        "a net whose maps are k times larger is pushed at k A as the original at A "
+                        f"(default: {AUTHORS_TEMPERATURE:g}, the code's)")
     p.set_defaults(func=cmd_train)
 
 
@@ -159,6 +164,8 @@ def check_train_args(args):
     if getattr(args, "inner_parts", False) and (args.mask != "argmax" or args.filter_loss != "authors"):
         raise UsageError("--inner-parts moves the argmax mask that the authors' rule reads: only with "
                          "--mask argmax and --filter-loss authors")
+    if getattr(args, "authors_temperature", None) is not None and args.filter_loss != "authors":
+        raise UsageError("--authors-temperature is the authors' rule's: only with --filter-loss authors")
     step = input_step(args.widths)
     if args.size % step:
         raise UsageError(f"--size {args.size}: the small VGG with {len(args.widths)} blocks takes "
