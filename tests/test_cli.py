@@ -205,6 +205,14 @@ def test_evaluate_with_a_shift_as_large_as_the_images_is_one_line(run_copy, caps
     assert files(run_copy) == before
 
 
+def test_train_with_a_shift_as_large_as_the_images_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, _, err = run_main(["train", *TINY, "--shift", "32", "--out", str(out)], capsys)
+    line = one_line(err)
+    assert rc == 2 and "--shift 32 must be below --size 32" in line and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_a_corrupt_pretrained_checkpoint_is_refused_before_anything_is_made(run_copy, tmp_path, capsys):
     ckpt = run_copy / "pretrained" / "checkpoint.npz"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])

@@ -1,5 +1,6 @@
 """Sequential (chaining, keys, modes, state dicts) and .npz checkpoints."""
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -399,6 +400,19 @@ def test_npy_file_is_not_a_checkpoint(tmp_path):
     with pytest.raises(ValueError) as info:
         load_checkpoint(path)
     assert str(path) in str(info.value)
+
+
+def test_a_file_of_another_kind_is_named_so_and_not_offered_unpickling(tmp_path):
+    # np.load alone calls any non-NumPy file "pickled (object) data" and suggests
+    # allow_pickle=True: the one thing a checkpoint loader must not invite
+    for name, content in (("notes.npz", b"plain text, not a checkpoint\n"),
+                          ("pickled.npz", pickle.dumps({"w": [1.0, 2.0]})), ("empty.npz", b"")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match="not an .npz archive") as info:
+            load_checkpoint(path)
+        message = str(info.value)
+        assert str(path) in message and "pickle" not in message.replace(str(path), "")
 
 
 def test_missing_checkpoint_is_file_not_found(tmp_path):

@@ -14,6 +14,7 @@ import numpy as np
 from .backend import to_numpy
 
 META_KEY = "__meta__"
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of every .npz (a zip archive's local file header)
 
 
 class CheckpointError(ValueError):
@@ -70,10 +71,13 @@ def load_checkpoint(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != ZIP_MAGIC:  # np.load would call it pickled data and suggest unpickling it
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: not an .npz archive "
+                              "(another kind of file?)")
     try:
         data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array
-            raise ValueError("not an .npz archive")
         with data:
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:

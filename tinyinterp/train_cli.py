@@ -166,6 +166,9 @@ def check_train_args(args):
                          "--mask argmax and --filter-loss authors")
     if getattr(args, "authors_temperature", None) is not None and args.filter_loss != "authors":
         raise UsageError("--authors-temperature is the authors' rule's: only with --filter-loss authors")
+    if args.shift >= args.size:
+        raise UsageError(f"--shift {args.shift} must be below --size {args.size}: each image moves by "
+                         "up to --shift pixels inside its own frame")
     step = input_step(args.widths)
     if args.size % step:
         raise UsageError(f"--size {args.size}: the small VGG with {len(args.widths)} blocks takes "
