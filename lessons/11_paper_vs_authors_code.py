@@ -9,7 +9,8 @@ What you will learn, each with a small number to look at:
    code's loss reads the negative part of m, at an effective tau of 2 / n^2;
 3. Z_T: over all training images (paper) vs a log-mean-exp over the mini-batch at
    temperature 0.5 (code), so an image's push depends on its batch
-   (``ti.filter_loss.authors_rule``);
+   (``ti.filter_loss.authors_rule``), and how few images it singles out depends on the
+   net's scale unless the temperature follows it;
 4. beta: learned per filter in the code, pulled towards clip(3 / spread, 1.5, 3); fixed
    in tinyinterp (beta = 4 in cells, or beta_c = 2 for the centroid mask).
 
@@ -103,6 +104,21 @@ for companions in (0.3, 1.0, 3.0):  # 7 shifted copies of it, this much weaker o
 # 0.3 8.61e-05 / 1.0 5.82e-05 / 3.0 1.87e-05: the same map, 4.6x less push among strong ones
 # The rule divides each image's e^{s/a}(s - A + a) by its batch mean, and A is the batch's;
 # with the paper's dataset-level Z (and no batch-mean division) the push would not change.
+
+# The temperature a = 0.5 is fixed in the code, so how sharply the rule picks the strongest
+# images depends on the net's scale (docs/paper.md#the-rules-temperature). A batch of 8
+# copies of one map at strengths 1x to 3x: the share of the whole push that the strongest
+# image gets, at the code's a, with the maps 1.8x larger, and with both scaled by 1.8.
+batch = np.stack([k * first for k in np.linspace(1.0, 3.0, 8)])[:, None]
+m = ti.mask.template_shape(ti.mask.argmax_positions(batch), n, like=batch)
+for scale, a in ((1.0, 0.5), (1.8, 0.5), (1.8, 0.9)):
+    push = np.abs(ti.filter_loss.authors_rule(scale * batch, m, np.ones((8, 1), bool), temperature=a))
+    print(scale, a, round(float(push[-1].sum() / push.sum()), 3))
+# 1.0 0.5 0.281   the strongest of 8 takes 28% of the push (an even share: 12.5%)
+# 1.8 0.5 0.404   the same maps 1.8x larger: 40%, on one image
+# 1.8 0.9 0.281   the temperature scaled with them: the rule is as it was
+# A net trained longer has larger maps: at the code's a it pushes harder on fewer images
+# (on CUB, x10 from a 30-epoch stage-1 net overflowed); `--authors-temperature` sets a.
 
 # ---- 4. beta: learned in the code, fixed here ----
 # The code moves each filter's slope towards beta* = clip(3 / spread, 1.5, 3), spread =
