@@ -128,8 +128,8 @@ def authors_rule(x, m, positive, epoch=1, w_pos=1.0, w_neg=1.0, temperature=AUTH
     division by the mean, which cancels; that replaces the code's clipping of inf.
 
     The rule is unchanged when x and a are scaled together (r_b and u_b scale with them and
-    the mean normalisation takes the factor out): a maps' scale k times larger at
-    temperature k a is pushed as the original at a.
+    the mean normalisation takes the factor out): maps k times larger, at temperature
+    k a, are pushed as the original maps at a.
 
     Args: x (B, F, n, n) pre-mask maps; m (B, F, n, n) signed mask; positive (B, F) bool.
     Returns: (B, F, n, n) dL/dx to add to the task gradient.
