@@ -228,6 +228,15 @@ def test_evaluate_and_visualize_on_a_missing_folder_are_one_line(tmp_path, capsy
         assert rc == 1 and str(tmp_path / "none") in one_line(err)
 
 
+def test_evaluate_and_visualize_on_a_file_say_it_is_a_file(tmp_path, capsys):
+    ckpt = tmp_path / "checkpoint.npz"
+    ckpt.write_bytes(b"x")
+    for command in ("evaluate", "visualize"):
+        rc, _, err = run_main([command, str(ckpt)], capsys)
+        line = one_line(err)
+        assert rc == 1 and str(ckpt) in line and "a file, not a run folder" in line
+
+
 def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
     data = _toy_copy(tmp_path)
     _break_images_txt(data)

@@ -145,6 +145,21 @@ def test_a_corrupt_tarball_is_refused_and_not_extracted(tarball, tmp_path, capsy
     assert list(out.iterdir()) == []  # the bad download deleted, nothing extracted
 
 
+@pytest.mark.parametrize("md5", ["abc", "g" * 32, "0" * 33])
+def test_a_mistyped_md5_is_refused_before_any_download(md5, tmp_path, capsys):
+    out = tmp_path / "data"
+    rc, _, err = run_main(["download-cub", str(out), "--url", "file:///nowhere.tgz", "--md5", md5], capsys)
+    assert rc == 2 and "--md5" in err and "32 hex digits" in err
+    assert not out.exists()
+
+
+def test_an_md5_in_capitals_is_the_same_md5(tarball, tmp_path, capsys):
+    path, md5 = tarball
+    out = tmp_path / "data"
+    rc, _, _ = run_main(["download-cub", str(out), "--url", path.as_uri(), "--md5", md5.upper()], capsys)
+    assert rc == 0 and (out / "CUB_200_2011" / "images.txt").is_file()
+
+
 def test_an_archive_that_is_not_cub_is_refused_whole(tmp_path, capsys):
     path = tmp_path / "other.tgz"
     with tarfile.open(path, "w:gz") as tar:

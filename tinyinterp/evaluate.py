@@ -20,7 +20,7 @@ from .metrics import (PROTOCOLS, authors_sample, border_share, centre_share, col
                       landmark_groups, location_instability, part_offsets, reference_values,
                       shuffled_control, top_k_border_share, tracking_counts, unit_centres)
 from .predictions import collect_predictions
-from .runs import load_data_once, load_run, net_dirs
+from .runs import load_data_once, load_run, net_dirs, run_folder
 from .vgg import LAYER_NAMES, receptive_field
 
 # ----------------------------------------------------------------------------- one model
@@ -215,9 +215,7 @@ def evaluated_nets(root):
     """The net folders ``evaluate_runs`` measures in the run folder ``root``: each subfolder
     holding ``checkpoint.npz`` (ordinary first, then interpretable, then others by name),
     and ``root`` itself first when it holds one."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: run folder does not exist")
+    root = run_folder(root)
     dirs = list(net_dirs(root).values())
     if (root / "checkpoint.npz").is_file():
         dirs.insert(0, root)

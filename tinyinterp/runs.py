@@ -215,6 +215,17 @@ def init_weights_from(model, ckpt, device="cpu"):
 NET_ORDER = ("ordinary", "interpretable")
 
 
+def run_folder(root):
+    """``root`` as a Path, or FileNotFoundError with one line that says what is wrong: it
+    does not exist, or it is a file (a checkpoint given where its run folder is asked)."""
+    root = Path(root)
+    if root.is_file():
+        raise FileNotFoundError(f"{root}: a file, not a run folder (give the folder that holds it)")
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: run folder does not exist")
+    return root
+
+
 def net_dirs(run_root, pretrained=True):
     """{name: folder} of the nets under ``run_root``: every subfolder holding a
     ``checkpoint.npz``, ordinary first, then interpretable, then the others by name.

@@ -37,7 +37,7 @@ from .backend import device_of, to_device, to_numpy
 from .curves import curves_figure
 from .drawing import (BLACK, LABEL_H, WHITE, caption, draw_cross, draw_dot, font, grid,
                       heatmap_overlay, hstack, text_width, tile_table, vstack)
-from .runs import data_key, load_data_once, load_run, net_dirs
+from .runs import data_key, load_data_once, load_run, net_dirs, run_folder
 from .vgg import LAYER_NAMES, receptive_field
 
 # ----------------------------------------------------------------------------- style
@@ -376,7 +376,7 @@ def visualize_runs(run_root, out=None, split="test", device="cpu", images=8, fil
     max activation. ``data``:
     as for ``evaluate.evaluate_runs``, {data_key(cfg): load_data(cfg)} already loaded.
     """
-    run_root = Path(run_root)
+    run_root = run_folder(run_root)
     # not the stage-1 net (pretrained/): beside the fine-tuned nets its maps only repeat the ordinary's
     nets = net_dirs(run_root, pretrained=False)
     if not nets:

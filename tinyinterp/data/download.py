@@ -32,6 +32,7 @@ The address is the Caltech data repository's record of the dataset
 loaders check for ``CUB_200_2011.tgz``; ``--url`` and ``--md5`` replace them (a mirror, or
 a ``file://`` address of a copy already on disk).
 """
+import argparse
 import hashlib
 import http.client
 import os
@@ -63,6 +64,15 @@ class DownloadError(UserError):
 
 def _mb(n):
     return "?" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def md5_hex(text):
+    """An argparse type: an MD5 digest, 32 hex digits (any case), returned lower-case; a
+    mistyped one is refused before anything is downloaded."""
+    digest = text.strip().lower()
+    if len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(f"expected 32 hex digits, got {text!r}")
+    return digest
 
 
 def file_md5(path):
@@ -279,7 +289,8 @@ def add_download_parser(sub):
                         "scaled (160: all of CUB loads in seconds; default: no copy)")
     p.add_argument("--url", default=CUB_URL, help="where to download CUB_200_2011.tgz from "
                                                   "(http(s):// or file://)")
-    p.add_argument("--md5", default=CUB_MD5, help="the MD5 the download must have")
+    p.add_argument("--md5", default=CUB_MD5, type=md5_hex, help="the MD5 the download must have "
+                                                                 "(32 hex digits)")
     p.set_defaults(func=cmd_download)
     return p
 
@@ -290,7 +301,7 @@ def cmd_download(args):
         raise UsageError(f"{folder}: a file, not a folder")
     tgz = folder / TARBALL
     if not (folder / FOLDER / "images.txt").is_file():
-        fetch(args.url, tgz, args.md5.lower())
+        fetch(args.url, tgz, args.md5)
     cub = extract(tgz, folder)
     data = cub
     if args.long_side:
