@@ -171,6 +171,17 @@ RECIPES.update({
     "authors-x10-inner-32ep": ("bird", "interpretable", X10 + INNER + _epochs(32)),
 })
 BASELINES["authors-x10-inner-32ep"] = "baseline-32ep"
+# the filter loss held at its first epoch's strength (docs/paper.md#the-filter-losss-decay):
+# the code's 1/t leaves about 4 epochs' worth of push over 32 or 50 epochs, and 32 and 50
+# epochs ended at the same instability (studies/README.md); x3 held pushes about as much
+# as x10 with the decay over its first 8 epochs, and 2.4 times as much over 32
+FLAT = ["--no-filter-decay"]
+RECIPES.update({
+    "authors-x10-flat-32ep": ("bird", "interpretable", X10 + FLAT + _epochs(32)),
+    "authors-x3-flat-32ep": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3"] + FLAT
+                             + _epochs(32)),
+})
+BASELINES.update({"authors-x10-flat-32ep": "baseline-32ep", "authors-x3-flat-32ep": "baseline-32ep"})
 # a deeper net, for 128 px: a fourth block of convs (and pool) under the top conv keeps its
 # maps at 8x8, as at 64 px, and doubles what each of its units sees; at 112 px, with three
 # blocks and 14x14 maps, no recipe tracked (studies/README.md). Its sizes are multiples of

@@ -25,7 +25,9 @@ lambda_t (docs/paper.md#decision-8-lambda, Sec. 5): "lambda proportional to
 (1/t) mean_{x in X} max_ij x" in epoch t. Here, per filter,
 lambda_f = lambda0 * mean_b max_ij x_bf / t, where t is the ``epoch`` attribute (set by
 the trainer, from 1), evaluated in forward and held constant in backward. Or pass a
-fixed ``lam``.
+fixed ``lam``. ``filter_decay=False`` (ours, not the paper's) holds t at 1: the filter
+loss then pushes as hard in every epoch as in the first, for the exact loss and for the
+authors' rule, whose 1 / (10 t) is the same decay.
 """
 from ._checks import check_array, check_channels
 from .backend import get_array_module
@@ -72,6 +74,10 @@ class InterpretableMask(Layer):
         authors_temperature: the authors' rule's temperature a (default the code's 0.5;
             docs/paper.md#the-rules-temperature): a net whose maps are k times larger is
             pushed at k a as one of the original scale at a.
+        filter_decay: divide the filter loss's strength by the epoch t (default: the
+            paper's lambda_t and the authors' 1 / (10 t)); False holds it at t = 1
+            (docs/paper.md#the-filter-losss-decay). A fixed ``lam`` with the exact or the
+            paper's loss has no decay either way.
 
     The trainer calls ``set_labels(labels)`` before each forward: (B,) class ids, (B,)
     binary targets when num_classes = 1, or (B, C) targets. Without labels every image
@@ -87,7 +93,8 @@ class InterpretableMask(Layer):
                  mode="argmax", gradient="exact", beta=BETA, tau=None, alpha=None,
                  scale_normalise=False, min_scale=MIN_SCALE, scale_gradient="frozen",
                  logz_momentum=None, category_momentum=CATEGORY_MOMENTUM, learn_beta=False,
-                 beta_rate=BETA_RATE, inner_parts=False, authors_temperature=AUTHORS_TEMPERATURE):
+                 beta_rate=BETA_RATE, inner_parts=False, authors_temperature=AUTHORS_TEMPERATURE,
+                 filter_decay=True):
         super().__init__()
         if inner_parts and gradient != "authors":
             raise ValueError(f"InterpretableMask: inner_parts moves the mask the authors' rule reads; "
@@ -109,6 +116,7 @@ class InterpretableMask(Layer):
             self.own_buffers["beta_c"] = host_zeros((num_filters,)) + BETA_CENTROID
         self._beta_target = None
         self.epoch = 1
+        self.filter_decay = filter_decay
         self.labels = None
         self.lam_values = self.last_filter_loss = None
         self._loss_ready = False
@@ -161,7 +169,7 @@ class InterpretableMask(Layer):
                 raise ValueError(f"{self!r}: {targets.shape[0]} labels for a batch of {x.shape[0]}; "
                                  "call set_labels() with this batch's labels")
             self.category_tracker.update(x, targets)
-        self.filter_loss.epoch = self.epoch
+        self.filter_loss.epoch = self.t
         loss = self.filter_loss.forward(x, targets, self.categories,
                                         mask=self.template_mask.signed_mask)
         if self.learn_beta:  # where the slopes go after this step (step_beta applies it)
@@ -172,6 +180,12 @@ class InterpretableMask(Layer):
                                             mask.mu_hat if mask.mode == "centroid" else None)
         self.lam_values = self._lambda(x)
         self.last_filter_loss = loss.sum()  # on the device: read when logged
+
+    @property
+    def t(self):
+        """The epoch the filter loss's strength is divided by: the trainer's ``epoch``, or 1
+        without ``filter_decay``."""
+        return self.epoch if self.filter_decay else 1
 
     @property
     def last_lambda(self):
@@ -186,7 +200,7 @@ class InterpretableMask(Layer):
         if self.lam is not None:
             return xp.full((F,), self.lam, dtype=x.dtype)
         peak = x.reshape(B, F, -1).max(axis=2).mean(axis=0)  # mean_x max_ij x, per filter
-        return (self.lambda0 * peak / self.epoch).astype(x.dtype, copy=False)
+        return (self.lambda0 * peak / self.t).astype(x.dtype, copy=False)
 
     def step_beta(self):
         """After a training step (the trainer calls it beside the optimiser's step): each
@@ -229,5 +243,6 @@ class InterpretableMask(Layer):
         inner = ", inner_parts=True" if self.template_mask.inner else ""
         a = self.filter_loss.authors_temperature
         temp = f", authors_temperature={a:g}" if a != AUTHORS_TEMPERATURE else ""
+        temp += "" if self.filter_decay else ", filter_decay=False"
         return (f"InterpretableMask({self.num_filters}, {self.size}, num_classes={self.num_classes}, "
                 f"{lam}, gradient={self.filter_loss.gradient!r}{mode}{extra}{learned}{inner}{temp})")

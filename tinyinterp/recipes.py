@@ -63,4 +63,6 @@ def mask_options_from(args):
         opts["inner_parts"] = True
     if getattr(args, "authors_temperature", None) is not None:  # likewise
         opts["authors_temperature"] = args.authors_temperature
+    if getattr(args, "no_filter_decay", False):  # likewise
+        opts["filter_decay"] = False
     return opts
