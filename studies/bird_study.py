@@ -635,44 +635,62 @@ def targets_table(out, size, seeds, recipes):
 
 # ------------------------------------------------------------------------------ stage-1 nets
 
-def activation_values(out, size, seed, pretrain, data, images=512):
-    """How large a stage-1 net's maps are: over the first ``images`` test birds (the
-    species crop), each filter's map maximum (post-ReLU) in the top conv and the new conv
-    above it (which stage 2 starts from and masks), as {layer: (mean, median, 99th
-    percentile)}, with the net's species top-1 at its last epoch; None where the net has
-    not finished. The authors' rule weighs the images by e^(strength / 0.5), a fixed
-    temperature, so the same rule pushes harder on a net whose maps are larger."""
+def activation_values(out, size, seed, pretrain, data, images=512, unfinished=False):
+    """How large a net's maps are: over the first ``images`` test birds (the net's own
+    crop), each filter's map maximum (post-ReLU) in the top conv and the new conv above it
+    (which stage 2 starts from and masks), as {layer: (mean, median, 99th percentile)},
+    with how many filters stay silent (0 on every one of those birds, "silent": {layer:
+    count}), the net's test accuracy at its last epoch ("top1": species top-1 for a
+    stage-1 net) and the epoch its checkpoint holds; None where the net has not finished
+    (``unfinished=True``: its last checkpoint, where there is one). ``pretrain`` names a
+    stage-1 net or a recipe (its own fine-tuned net). The authors' rule weighs the images
+    by e^(strength / 0.5), a fixed temperature, so the same rule pushes harder on a net
+    whose maps are larger."""
     import numpy as np
     from tinyinterp.metrics import collect_maps
     from tinyinterp.runs import load_data, load_run
 
-    if not _finished(out, size, seed, pretrain):
+    folder = _net_dir(out, size, seed, pretrain)
+    if not (_finished(out, size, seed, pretrain)
+            or unfinished and (folder / "checkpoint.npz").is_file()):
         return None
-    model, cfg, meta = load_run(_net_dir(out, size, seed, pretrain))
+    model, cfg, meta = load_run(folder)
     cfg.data = str(data)
     _, _, test, mean, std = load_data(cfg)
-    test = test.subset(np.arange(min(images, len(test))))
+    birds = np.flatnonzero(test.labels == 1) if cfg.task == "bird" else np.arange(len(test))
+    test = test.subset(birds[:images])
     maps = collect_maps(model, test, mean, std)["layers"]
-    values = {"top1": meta["history"][-1].get("test_acc"), "images": len(test)}
+    values = {"top1": meta["history"][-1].get("test_acc"), "images": len(test),
+              "epoch": meta["epoch"], "silent": {}}
     for name, index in zip(LAYER_NAMES, model.interpretable_indices):
-        top = maps[index]["max"]
+        top = maps[index]["max"]  # (images, filters)
         values[name] = (float(top.mean()), float(np.median(top)), float(np.percentile(top, 99)))
+        values["silent"][name] = int((top.max(axis=0) <= 0).sum())
     return values
 
 
-def activations_table(out, size, seeds, recipes, data, images=512):
+def activations_table(out, size, seeds, recipes, data, images=512, fine_tuned=False):
     """Markdown: the stage-1 net of each recipe (once each), its species top-1 and its
-    maps' maxima (:func:`activation_values`), means over the seeds that finished."""
-    lines = ["| stage-1 net | seeds | species top-1 | top conv's map maximum: mean / median / 99th pct "
-             "| new conv's: mean / median / 99th pct |", "|---|---|---|---|---|"]
-    for pretrain in dict.fromkeys(pretrain_of(r) for r in recipes):
-        runs = [v for v in (activation_values(out, size, s, pretrain, data, images) for s in seeds) if v]
+    maps' maxima (:func:`activation_values`), means over the seeds that finished; with
+    ``fine_tuned``, each recipe's own net instead, at its last checkpoint (finished or
+    not: the epoch says which), with its test accuracy and its silent filters."""
+    head = "recipe | seeds | epoch | test accuracy" if fine_tuned else "stage-1 net | seeds | species top-1"
+    lines = [f"| {head} | top conv's map maximum: mean / median / 99th pct "
+             "| new conv's: mean / median / 99th pct |" + (" silent filters (top / new) |" if fine_tuned else ""),
+             "|---|---|---|---|---|" + ("---|---|" if fine_tuned else "")]
+    nets = recipes if fine_tuned else dict.fromkeys(pretrain_of(r) for r in recipes)
+    for net in nets:
+        runs = [v for v in (activation_values(out, size, s, net, data, images, unfinished=fine_tuned)
+                            for s in seeds) if v]
         if not runs:
             continue
-        cells = [_num(_mean([r["top1"] for r in runs]), ".3f")]
+        cells = ([_num(_mean([r["epoch"] for r in runs]), "g")] if fine_tuned else []) \
+            + [_num(_mean([r["top1"] for r in runs]), ".3f")]
         for layer in LAYER_NAMES:
             cells.append(" / ".join(f"{_mean([r[layer][k] for r in runs]):.2f}" for k in range(3)))
-        lines.append(f"| {pretrain} | {len(runs)} | " + " | ".join(cells) + " |")
+        if fine_tuned:
+            cells.append(" / ".join(f"{_mean([r['silent'][layer] for r in runs]):g}" for layer in LAYER_NAMES))
+        lines.append(f"| {net} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -707,8 +725,9 @@ def moved(args):
 
 
 def activations(args):
-    return _print_tables(args, lambda *a: activations_table(*a, data=args.data), "means over the seeds "
-                         "that finished; the first 512 test birds")
+    return _print_tables(args, lambda *a: activations_table(*a, data=args.data, fine_tuned=args.fine_tuned),
+                         "means over the seeds " + ("with a checkpoint" if args.fine_tuned else "that finished")
+                         + "; the first 512 test birds")
 
 
 def figure(args):
@@ -758,6 +777,8 @@ def parse_args(argv=None):
                    help="every recipe of the first seed before the next seed (default: recipe by recipe)")
     p.add_argument("--shift", type=int, default=8,
                    help="moved: the test birds' largest move in px, as in `evaluate --shift`")
+    p.add_argument("--fine-tuned", action="store_true",
+                   help="activations: each recipe's own net at its last checkpoint, not its stage-1 net")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--out", default=str(ROOT / "runs" / "bird_study"))
     return p.parse_args(argv)

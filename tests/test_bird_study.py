@@ -308,16 +308,24 @@ def test_targets_table_says_which_of_the_defaults_targets_each_recipe_meets(tmp_
     assert rows[("aim", "tracking filters' landmark distance", "<= 0.06")][0] == "0.1 (missed)"
 
 
-def test_activations_table_reads_a_stage1_nets_map_maxima_and_doubles_with_its_top_conv(tmp_path):
-    from tinyinterp.checkpoint import load_checkpoint, save_checkpoint
-    from tinyinterp.runs import TrainConfig, load_run
+def tiny_net(out, recipe, net, epochs=1):
+    """A tiny species net trained ``epochs`` epochs into the study's folder of ``recipe``
+    (32 px, seed 0); (its folder, the toy birds' folder it was trained on)."""
+    from tinyinterp.runs import TrainConfig
     from tinyinterp.train import train_one
 
-    tiny = dict(task="species", size=32, epochs=1, batch_size=8, images_per_class=4, classes=[1, 2],
+    tiny = dict(task="species", size=32, epochs=epochs, batch_size=8, images_per_class=4, classes=[1, 2],
                 widths=[4, 8, 8], top_channels=8)
-    folder = bs.run_dir(tmp_path, 32, 0, "pretrain") / "ordinary"
+    folder = bs.run_dir(out, 32, 0, recipe) / net
     train_one(TrainConfig(**tiny), folder, log=lambda *_: None)
-    data = TrainConfig().data
+    return folder, TrainConfig().data
+
+
+def test_activations_table_reads_a_stage1_nets_map_maxima_and_doubles_with_its_top_conv(tmp_path):
+    from tinyinterp.checkpoint import load_checkpoint, save_checkpoint
+    from tinyinterp.runs import load_run
+
+    folder, data = tiny_net(tmp_path, "pretrain", "ordinary")
     one = bs.activation_values(tmp_path, 32, 0, "pretrain", data)
     assert one["images"] > 0
     for layer in ("top", "new"):
@@ -343,6 +351,36 @@ def test_activations_table_reads_a_stage1_nets_map_maxima_and_doubles_with_its_t
     assert [r.split(" | ")[0] for r in rows] == ["| pretrain", "| pretrain-long"]  # each net once
     assert rows[1].split(" | ")[1] == "1"  # seed 1 has not run
     assert bs.activation_values(tmp_path, 32, 1, "pretrain", data) is None
+
+
+def test_activations_of_fine_tuned_nets_count_silent_filters_and_read_unfinished_ones(tmp_path):
+    import shutil
+
+    from tinyinterp.checkpoint import load_checkpoint, save_checkpoint
+    from tinyinterp.runs import load_run
+
+    folder, data = tiny_net(tmp_path, "baseline", "ordinary", epochs=2)
+    # three of the top conv's filters silenced: no weights, a negative bias, so ReLU gives 0
+    model, _, _ = load_run(folder)
+    conv = model.interpretable_indices[0] - 1
+    arrays, meta = load_checkpoint(folder / "checkpoint.npz")
+    arrays[f"model/{conv}.W"][:3] = 0
+    arrays[f"model/{conv}.b"][:3] = -1
+    save_checkpoint(folder / "checkpoint.npz", arrays, meta)
+    one = bs.activation_values(tmp_path, 32, 0, "baseline", data)
+    assert one["silent"]["top"] == 3 and one["epoch"] == 2
+    # an unfinished net (its metrics say 2 of 4 epochs) is read only when asked
+    stopped = bs.run_dir(tmp_path, 32, 0, "authors-x10-32ep") / "interpretable"
+    shutil.copytree(folder, stopped)
+    metrics = json.loads((stopped / "metrics.json").read_text())
+    metrics["config"]["epochs"] = 4
+    (stopped / "metrics.json").write_text(json.dumps(metrics))
+    assert bs.activation_values(tmp_path, 32, 0, "authors-x10-32ep", data) is None
+    assert bs.activation_values(tmp_path, 32, 0, "authors-x10-32ep", data, unfinished=True)["epoch"] == 2
+    text = bs.activations_table(tmp_path, 32, [0], ["baseline", "authors-x10-32ep"], data, fine_tuned=True)
+    rows = [r.split(" | ") for r in text.splitlines()[2:]]
+    assert [(r[0], r[2], r[-1]) for r in rows] == [("| baseline", "2", "3 / 0 |"),
+                                                 ("| authors-x10-32ep", "2", "3 / 0 |")]
 
 
 def test_moved_table_says_which_tracking_filters_keep_tracking_when_the_birds_move(tmp_path):
