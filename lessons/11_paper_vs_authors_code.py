@@ -10,7 +10,7 @@ What you will learn, each with a small number to look at:
 3. Z_T: over all training images (paper) vs a log-mean-exp over the mini-batch at
    temperature 0.5 (code), so an image's push depends on its batch
    (``ti.filter_loss.authors_rule``), and how few images it singles out depends on the
-   net's scale unless the temperature follows it;
+   net's scale unless the temperature follows it; and its push fades as 1/epoch;
 4. beta: learned per filter in the code, pulled towards clip(3 / spread, 1.5, 3); fixed
    in tinyinterp (beta = 4 in cells, or beta_c = 2 for the centroid mask).
 
@@ -119,6 +119,19 @@ for scale, a in ((1.0, 0.5), (1.8, 0.5), (1.8, 0.9)):
 # 1.8 0.9 0.281   the temperature scaled with them: the rule is as it was
 # A net trained longer has larger maps: at the code's a it pushes harder on fewer images
 # (on CUB, x10 from a 30-epoch stage-1 net overflowed); `--authors-temperature` sets a.
+
+# The code also divides the rule by the epoch t (its 1e-5 * 0.1 / epoch; the paper's
+# lambda_t ~ 1/t): epoch t pushes 1/t of the first, and T epochs push 1 + 1/2 + ... + 1/T
+# first epochs' worth (docs/paper.md#the-filter-losss-decay).
+first_push = np.abs(ti.filter_loss.authors_rule(batch, m, np.ones((8, 1), bool), epoch=1)).sum()
+for t in (1, 8, 32):
+    push = np.abs(ti.filter_loss.authors_rule(batch, m, np.ones((8, 1), bool), epoch=t)).sum()
+    print(t, round(float(push / first_push), 4))
+print("32 epochs:", round(sum(1 / t for t in range(1, 33)), 2), "first epochs' worth")
+# 1 1.0 / 8 0.125 / 32 0.0312; 32 epochs: 4.06, half of it in the first 4
+# `--no-filter-decay` (InterpretableMask(filter_decay=False)) holds t at 1. On CUB, x3 held
+# for 32 epochs made the new conv track more than x10 with the decay; x10 held silenced
+# most of the top conv within four epochs (studies/README.md).
 
 # ---- 4. beta: learned in the code, fixed here ----
 # The code moves each filter's slope towards beta* = clip(3 / spread, 1.5, 3), spread =
