@@ -243,6 +243,6 @@ class InterpretableMask(Layer):
         inner = ", inner_parts=True" if self.template_mask.inner else ""
         a = self.filter_loss.authors_temperature
         temp = f", authors_temperature={a:g}" if a != AUTHORS_TEMPERATURE else ""
-        temp += "" if self.filter_decay else ", filter_decay=False"
+        decay = "" if self.filter_decay else ", filter_decay=False"
         return (f"InterpretableMask({self.num_filters}, {self.size}, num_classes={self.num_classes}, "
-                f"{lam}, gradient={self.filter_loss.gradient!r}{mode}{extra}{learned}{inner}{temp})")
+                f"{lam}, gradient={self.filter_loss.gradient!r}{mode}{extra}{learned}{inner}{temp}{decay})")
