@@ -79,6 +79,7 @@ RECIPES = {
 # exactly as long from the same kind of stage-1 net with the same padding.
 REPLICATE = ["--padding-mode", "replicate"]
 X10 = ["--filter-loss", "authors", "--lam", "10"]
+X3 = ["--filter-loss", "authors", "--lam", "3"]
 
 
 def _epochs(n):
@@ -129,7 +130,7 @@ RECIPES.update({
     "baseline-long-stage1": ("bird", "ordinary", []),
     "authors-x10-long-stage1": ("bird", "interpretable", X10),
     # x10 from it went NaN in its second epoch (studies/README.md): the weaker rule
-    "authors-x3-long-stage1": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3"]),
+    "authors-x3-long-stage1": ("bird", "interpretable", X3),
 })
 # x10 at the temperature that meets the longer net's maps (1.8x the 14-epoch net's map
 # maxima, `activations`) as the code's 0.5 met the 14-epoch net's: 0.5 x 1.8
@@ -178,11 +179,9 @@ BASELINES["authors-x10-inner-32ep"] = "baseline-32ep"
 FLAT = ["--no-filter-decay"]
 RECIPES.update({
     "authors-x10-flat-32ep": ("bird", "interpretable", X10 + FLAT + _epochs(32)),
-    "authors-x3-flat-32ep": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3"] + FLAT
-                             + _epochs(32)),
+    "authors-x3-flat-32ep": ("bird", "interpretable", X3 + FLAT + _epochs(32)),
     # the length the README's bird command fits in 75 minutes
-    "authors-x3-flat-16ep": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3"] + FLAT
-                             + _epochs(16)),
+    "authors-x3-flat-16ep": ("bird", "interpretable", X3 + FLAT + _epochs(16)),
 })
 BASELINES.update({"authors-x10-flat-32ep": "baseline-32ep", "authors-x3-flat-32ep": "baseline-32ep",
                   "authors-x3-flat-16ep": "baseline-16ep"})
@@ -195,7 +194,7 @@ PRETRAINS["pretrain-deep"] = DEEP
 RECIPES.update({
     "baseline-deep": ("bird", "ordinary", DEEP),
     "authors-x10-deep": ("bird", "interpretable", X10 + DEEP),
-    "authors-x3-deep": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3"] + DEEP),
+    "authors-x3-deep": ("bird", "interpretable", X3 + DEEP),
 })
 BASELINES.update({"authors-x10-deep": "baseline-deep", "authors-x3-deep": "baseline-deep"})
 # the sizes a job runs at, where not every size (others are skipped, even when asked for)
