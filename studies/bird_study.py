@@ -51,33 +51,6 @@ FINETUNE_EPOCHS = 8   # lr 1e-3, cosine
 # recipe: (task, nets, extra train flags). Strengths from inert to the edge of NaN: the
 # first measurement had exact -MI at lambda0 0.1 and the authors' rule at x100 diverge
 # (docs/calibration.md#the-papers-own-task-bird-vs-not).
-RECIPES = {
-    "baseline": ("bird", "ordinary", []),
-    "authors-x10": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "10"]),
-    "exact-1e-4": ("bird", "interpretable", ["--filter-loss", "exact", "--lambda0", "1e-4"]),
-    "exact-1e-3": ("bird", "interpretable", ["--filter-loss", "exact", "--lambda0", "1e-3"]),
-    "exact-1e-2": ("bird", "interpretable", ["--filter-loss", "exact", "--lambda0", "1e-2"]),
-    "scalenorm-1e-3": ("bird", "interpretable", ["--filter-loss", "exact", "--scale-normalise",
-                                                 "--lambda0", "1e-3"]),
-    "authors-x3": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3"]),
-    "authors-x30": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "30"]),
-    "authors-x10-centroid": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "10",
-                                                       "--mask", "centroid"]),
-    # twice as long a fine-tuning (in the first measurement, one seed, the effect grew from 8 to
-    # 16 epochs)
-    "baseline-16ep": ("bird", "ordinary", ["--finetune-epochs", "16", "--eval-every", "16"]),
-    "authors-x10-16ep": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "10",
-                                                   "--finetune-epochs", "16", "--eval-every", "16"]),
-    # 112 px, where x10 is past its edge and x3 (8 epochs) does not track: does a longer
-    # fine-tuning make x3 track, as 16 epochs did for x10 at 64 px?
-    "authors-x3-16ep": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3",
-                                                  "--finetune-epochs", "16", "--eval-every", "16"]),
-    "species-baseline": ("species", "ordinary", []),
-    "species-authors-x10": ("species", "interpretable", ["--filter-loss", "authors", "--lam", "10"]),
-}
-# Levers for part filters at the paper's strength, each against a fair baseline fine-tuned
-# exactly as long from the same kind of stage-1 net with the same padding.
-REPLICATE = ["--padding-mode", "replicate"]
 X10 = ["--filter-loss", "authors", "--lam", "10"]
 X3 = ["--filter-loss", "authors", "--lam", "3"]
 
@@ -85,6 +58,31 @@ X3 = ["--filter-loss", "authors", "--lam", "3"]
 def _epochs(n):
     return ["--finetune-epochs", str(n), "--eval-every", str(n)]
 
+
+RECIPES = {
+    "baseline": ("bird", "ordinary", []),
+    "authors-x10": ("bird", "interpretable", X10),
+    "exact-1e-4": ("bird", "interpretable", ["--filter-loss", "exact", "--lambda0", "1e-4"]),
+    "exact-1e-3": ("bird", "interpretable", ["--filter-loss", "exact", "--lambda0", "1e-3"]),
+    "exact-1e-2": ("bird", "interpretable", ["--filter-loss", "exact", "--lambda0", "1e-2"]),
+    "scalenorm-1e-3": ("bird", "interpretable", ["--filter-loss", "exact", "--scale-normalise",
+                                                 "--lambda0", "1e-3"]),
+    "authors-x3": ("bird", "interpretable", X3),
+    "authors-x30": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "30"]),
+    "authors-x10-centroid": ("bird", "interpretable", X10 + ["--mask", "centroid"]),
+    # twice as long a fine-tuning (in the first measurement, one seed, the effect grew from 8 to
+    # 16 epochs)
+    "baseline-16ep": ("bird", "ordinary", _epochs(16)),
+    "authors-x10-16ep": ("bird", "interpretable", X10 + _epochs(16)),
+    # 112 px, where x10 is past its edge and x3 (8 epochs) does not track: does a longer
+    # fine-tuning make x3 track, as 16 epochs did for x10 at 64 px?
+    "authors-x3-16ep": ("bird", "interpretable", X3 + _epochs(16)),
+    "species-baseline": ("species", "ordinary", []),
+    "species-authors-x10": ("species", "interpretable", X10),
+}
+# Levers for part filters at the paper's strength, each against a fair baseline fine-tuned
+# exactly as long from the same kind of stage-1 net with the same padding.
+REPLICATE = ["--padding-mode", "replicate"]
 
 RECIPES.update({
     "baseline-replicate": ("bird", "ordinary", REPLICATE),
@@ -160,8 +158,7 @@ RECIPES.update({
     "authors-x10-beta2": ("bird", "interpretable", X10 + ["--mask-beta", "2"]),
     "authors-x10-beta1": ("bird", "interpretable", X10 + ["--mask-beta", "1"]),
     # x10 with either slope overflows within the first epoch on CUB (studies/README.md)
-    "authors-x3-beta2": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "3",
-                                                   "--mask-beta", "2"]),
+    "authors-x3-beta2": ("bird", "interpretable", X3 + ["--mask-beta", "2"]),
 })
 # the mask's part position off the map's outer ring (docs/paper.md#inner-parts), where the
 # tracking filters found the box crop's edge; the baseline has no mask, so it is the
