@@ -51,8 +51,13 @@ FINETUNE_EPOCHS = 8   # lr 1e-3, cosine
 # recipe: (task, nets, extra train flags). Strengths from inert to the edge of NaN: the
 # first measurement had exact -MI at lambda0 0.1 and the authors' rule at x100 diverge
 # (docs/calibration.md#the-papers-own-task-bird-vs-not).
-X10 = ["--filter-loss", "authors", "--lam", "10"]
-X3 = ["--filter-loss", "authors", "--lam", "3"]
+def _authors(lam):
+    """The authors' released-code rule at multiplier ``lam``."""
+    return ["--filter-loss", "authors", "--lam", f"{lam:g}"]
+
+
+X10 = _authors(10)
+X3 = _authors(3)
 
 
 def _epochs(n):
@@ -68,7 +73,7 @@ RECIPES = {
     "scalenorm-1e-3": ("bird", "interpretable", ["--filter-loss", "exact", "--scale-normalise",
                                                  "--lambda0", "1e-3"]),
     "authors-x3": ("bird", "interpretable", X3),
-    "authors-x30": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "30"]),
+    "authors-x30": ("bird", "interpretable", _authors(30)),
     "authors-x10-centroid": ("bird", "interpretable", X10 + ["--mask", "centroid"]),
     # twice as long a fine-tuning (in the first measurement, one seed, the effect grew from 8 to
     # 16 epochs)
@@ -179,10 +184,9 @@ RECIPES.update({
     "authors-x3-flat-32ep": ("bird", "interpretable", X3 + FLAT + _epochs(32)),
     # the length the README's bird command fits in 75 minutes
     "authors-x3-flat-16ep": ("bird", "interpretable", X3 + FLAT + _epochs(16)),
-    # between x3 held (no gain over the default in 16 epochs) and x10 held (breaks the net
-    # in epoch 4): a stronger push that may do in 16 epochs what x3 does in 32
-    "authors-x5-flat-16ep": ("bird", "interpretable", ["--filter-loss", "authors", "--lam", "5"]
-                             + FLAT + _epochs(16)),
+    # between x3 held and x10 held (which breaks the net in epoch 4): a stronger push that
+    # may do in 16 epochs what x3 held does in 32
+    "authors-x5-flat-16ep": ("bird", "interpretable", _authors(5) + FLAT + _epochs(16)),
 })
 BASELINES.update({"authors-x10-flat-32ep": "baseline-32ep", "authors-x3-flat-32ep": "baseline-32ep",
                   "authors-x3-flat-16ep": "baseline-16ep", "authors-x5-flat-16ep": "baseline-16ep"})
