@@ -1,12 +1,14 @@
-"""The filter loss's decay (``train --no-filter-decay``; docs/paper.md#the-filter-losss-decay):
-by default the filter loss's push in epoch t is 1/t of its first epoch's, for the authors'
-rule and for the exact loss's lambda_t alike; without the decay every epoch pushes as the
-first; the refusal, and the option's way through the command line and a checkpoint."""
+"""The filter loss's decay (``train --filter-decay / --no-filter-decay``;
+docs/paper.md#the-filter-losss-decay): by default the filter loss's push in epoch t is 1/t
+of its first epoch's, for the authors' rule and for the exact loss's lambda_t alike;
+without the decay every epoch pushes as the first; the refusal, the recipe's say, and the
+option's way through the command line and a checkpoint."""
 import numpy as np
 import pytest
 
 from tinyinterp.cli import UsageError
 from tinyinterp.interpretable import InterpretableMask
+from tinyinterp import recipes
 from tinyinterp.recipes import apply_recipe, mask_options_from
 from tinyinterp.runs import load_run
 from tinyinterp.train import train_one
@@ -76,3 +78,19 @@ def test_the_option_reaches_the_masks_and_the_checkpoint(tmp_path):
     model, _, _ = load_run(tmp_path)
     masks = [layer for layer in model.layers if isinstance(layer, InterpretableMask)]
     assert len(masks) == 2 and all(m.filter_decay is False and m.t == 1 for m in masks)
+
+
+def test_the_recipe_sets_the_decay_and_the_command_line_overrides_it(monkeypatch):
+    def decay(*argv):
+        return mask_options_from(apply_recipe(_train_args("--task", "bird", *argv))).get("filter_decay", True)
+
+    assert decay() is recipes.RECIPES["bird"]["filter_decay"]
+    assert decay("--filter-decay") is True and decay("--no-filter-decay") is False
+    held = dict(recipes.RECIPES["bird"], filter_decay=False)
+    monkeypatch.setitem(recipes.RECIPES, "bird", held)
+    assert decay() is False and decay("--filter-decay") is True
+    # the decay belongs to the recipe's filter loss, as its fixed lam does: another loss
+    # gets its own schedule, decaying, and no refusal
+    args = _train_args("--task", "bird", "--filter-loss", "exact")
+    check_train_args(args)
+    assert args.lam is None and args.filter_decay is True

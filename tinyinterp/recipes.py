@@ -21,20 +21,21 @@ import argparse
 RECIPES = {
     "species": {"protocol": "finetune", "finetune_epochs": 6, "finetune_lr": 1e-3,
                 "mask": "argmax", "filter_loss": "exact", "scale_normalise": False,
-                "lambda0": 1e-4, "lam": None, "pretrain_task": "species"},
+                "lambda0": 1e-4, "lam": None, "filter_decay": True, "pretrain_task": "species"},
     "bird": {"protocol": "finetune", "finetune_epochs": 16, "finetune_lr": 1e-3,
              "mask": "argmax", "filter_loss": "authors", "scale_normalise": False,
-             "lambda0": 1e-4, "lam": 10.0, "pretrain_task": "species"},
+             "lambda0": 1e-4, "lam": 10.0, "filter_decay": True, "pretrain_task": "species"},
 }
 
 
 def apply_recipe(args):
     """Fill the recipe options the command line left unset with the task's defaults. A
-    fixed ``lam`` belongs to its filter loss: it is taken from the recipe only when the
-    filter loss is too (``--filter-loss exact`` alone gets the lambda_t schedule)."""
+    fixed ``lam`` and the filter loss's decay belong to its filter loss: they are taken
+    from the recipe only when the filter loss is too (``--filter-loss exact`` alone gets
+    the lambda_t schedule, decaying as 1/t)."""
     recipe = dict(RECIPES[args.task])
     if getattr(args, "filter_loss", None) not in (None, recipe["filter_loss"]):
-        recipe["lam"] = None
+        recipe["lam"], recipe["filter_decay"] = None, True
     for key, value in recipe.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -63,6 +64,6 @@ def mask_options_from(args):
         opts["inner_parts"] = True
     if getattr(args, "authors_temperature", None) is not None:  # likewise
         opts["authors_temperature"] = args.authors_temperature
-    if getattr(args, "no_filter_decay", False):  # likewise
+    if getattr(args, "filter_decay", None) is False:  # likewise: only when off
         opts["filter_decay"] = False
     return opts

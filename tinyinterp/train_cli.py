@@ -151,9 +151,10 @@ def add_train_parser(sub):
                    help="the authors' rule's temperature: it weighs the images by e^(strength / A); "
                         "a net whose maps are k times larger is pushed at k A as the original at A "
                         f"(default: {AUTHORS_TEMPERATURE:g}, the code's)")
-    g.add_argument("--no-filter-decay", action="store_true",
-                   help="hold the filter loss's strength at its first epoch's (ours; the paper's "
-                        "lambda_t and the authors' rule divide it by the epoch t)")
+    g.add_argument("--filter-decay", action=argparse.BooleanOptionalAction,
+                   help="divide the filter loss's strength by the epoch t, as the paper's lambda_t "
+                        "and the authors' rule do; --no-filter-decay holds it at its first epoch's "
+                        "(ours)" + _per_task("filter_decay", lambda v: "on" if v else "off"))
     p.set_defaults(func=cmd_train)
 
 
@@ -169,7 +170,7 @@ def check_train_args(args):
                          "--mask argmax and --filter-loss authors")
     if getattr(args, "authors_temperature", None) is not None and args.filter_loss != "authors":
         raise UsageError("--authors-temperature is the authors' rule's: only with --filter-loss authors")
-    if getattr(args, "no_filter_decay", False) and args.filter_loss != "authors" and args.lam is not None:
+    if args.filter_decay is False and args.filter_loss != "authors" and args.lam is not None:
         raise UsageError("--no-filter-decay: a fixed --lam with the exact or the paper's loss does not "
                          "decay; it stops the lambda_t schedule (leave --lam out) or the authors' rule's")
     if args.shift >= args.size:
