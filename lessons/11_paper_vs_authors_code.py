@@ -131,7 +131,9 @@ print("32 epochs:", round(sum(1 / t for t in range(1, 33)), 2), "first epochs' w
 # 1 1.0 / 8 0.125 / 32 0.0312; 32 epochs: 4.06, half of it in the first 4
 # `--no-filter-decay` (InterpretableMask(filter_decay=False)) holds t at 1. On CUB, x3 held
 # for 32 epochs made the new conv track more than x10 with the decay; x10 held silenced
-# most of the top conv within four epochs (studies/README.md).
+# most of the top conv within four epochs, and x5 held for 16 epochs ran away on one
+# seed of three (its filter loss grew from epoch 7 until the net called every image one
+# class): the decay is what keeps a strong push safe (studies/README.md).
 
 # ---- 4. beta: learned in the code, fixed here ----
 # The code moves each filter's slope towards beta* = clip(3 / spread, 1.5, 3), spread =
