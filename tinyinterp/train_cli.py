@@ -154,7 +154,7 @@ def add_train_parser(sub):
     g.add_argument("--filter-decay", action=argparse.BooleanOptionalAction,
                    help="divide the filter loss's strength by the epoch t, as the paper's lambda_t "
                         "and the authors' rule do; --no-filter-decay holds it at its first epoch's "
-                        "(ours; held, a strong rule can run away: studies/README.md)"
+                        "(ours; held, a strong rule can run away: docs/paper.md, the filter loss's decay)"
                         + _per_task("filter_decay", lambda v: "on" if v else "off"))
     p.set_defaults(func=cmd_train)
 
