@@ -408,3 +408,16 @@ def test_moved_table_says_which_tracking_filters_keep_tracking_when_the_birds_mo
     lines = text.splitlines()
     assert len(lines) == 3  # the baseline-32ep has not run
     assert lines[2] == "| authors-x10-32ep | 1 | 0.800, 0.900 | 4.0 (2.0), 4.0 (0.0) | 1.0 of 2.0, 2.0 of 2.0 |"
+
+
+def test_every_recipe_of_the_authors_rule_states_its_decay(tmp_path):
+    """The `--task bird` default of the decay may change; a recipe's meaning must not."""
+    stated = 0
+    for recipe in bs.RECIPES:
+        cmd = bs.job_command(tmp_path, 64, 0, recipe)
+        if "--filter-loss" in cmd and cmd[cmd.index("--filter-loss") + 1] == "authors":
+            decay = [a for a in cmd if a in ("--filter-decay", "--no-filter-decay")]
+            assert len(decay) == 1, (recipe, decay)
+            assert (decay[0] == "--no-filter-decay") == ("-flat-" in recipe), recipe
+            stated += 1
+    assert stated >= 20
