@@ -326,8 +326,8 @@ def test_train_help_shows_the_recipe_defaults_per_task(capsys):
     for expected in ("--epochs EPOCHS epochs from random weights (with --protocol finetune: of "
                      "stage 1) (default: 12)",
                      "(default: exact with --task species, authors with --task bird)",
-                     "(default: the schedule with --task species, 10.0 with --task bird)",
-                     "--finetune-epochs N finetune: epochs of stage 2 (default: 6 with --task species, 16 "
+                     "(default: the schedule with --task species, 3.0 with --task bird)",
+                     "--finetune-epochs N finetune: epochs of stage 2 (default: 6 with --task species, 20 "
                      "with --task bird)",
                      "--batch-size N images per training step (default: 32)",
                      "(default: the bundled toy birds, data_samples/toy_birds)"):

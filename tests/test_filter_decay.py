@@ -71,7 +71,7 @@ def test_a_fixed_lambda_of_the_exact_loss_is_refused():
 def test_the_option_reaches_the_masks_and_the_checkpoint(tmp_path):
     opts = mask_options_from(apply_recipe(_train_args("--task", "bird", "--no-filter-decay")))
     assert opts["filter_decay"] is False and opts["gradient"] == "authors"
-    assert "filter_decay" not in mask_options_from(apply_recipe(_train_args("--task", "bird")))
+    assert "filter_decay" not in mask_options_from(apply_recipe(_train_args("--task", "bird", "--filter-decay")))
     cfg = tiny_config(interpretable=True, size=64, mask_options={"gradient": "authors", "lam": 10.0,
                                                                  "filter_decay": False})
     train_one(cfg, tmp_path, log=lambda *_: None)
@@ -85,10 +85,10 @@ def test_the_recipe_sets_the_decay_and_the_command_line_overrides_it(monkeypatch
         return mask_options_from(apply_recipe(_train_args("--task", "bird", *argv))).get("filter_decay", True)
 
     assert decay() is recipes.RECIPES["bird"]["filter_decay"]
-    assert decay("--filter-decay") is True and decay("--no-filter-decay") is False
-    held = dict(recipes.RECIPES["bird"], filter_decay=False)
-    monkeypatch.setitem(recipes.RECIPES, "bird", held)
-    assert decay() is False and decay("--filter-decay") is True
+    for default in (True, False):  # whichever the recipe says, the command line wins
+        monkeypatch.setitem(recipes.RECIPES, "bird", dict(recipes.RECIPES["bird"], filter_decay=default))
+        assert decay() is default
+        assert decay("--filter-decay") is True and decay("--no-filter-decay") is False
     # the decay belongs to the recipe's filter loss, as its fixed lam does: another loss
     # gets its own schedule, decaying, and no refusal
     args = _train_args("--task", "bird", "--filter-loss", "exact")
